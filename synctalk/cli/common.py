@@ -1,0 +1,44 @@
+"""Flags shared by every subcommand, and config resolution from them."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from synctalk.config import SyncTalkConfig, load_config
+
+
+def add_common_args(parser: argparse.ArgumentParser, default_config: str | None = None) -> None:
+    """--config, --device, --seed, -v/-q and trailing key=value overrides (add after the command's positionals)."""
+    group = parser.add_argument_group("common options")
+    group.add_argument("--config", metavar="FILE", default=default_config,
+                       help="YAML config file or recipe name in configs/"
+                            + (f" (default: {default_config})" if default_config else ""))
+    group.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                       help="compute device (default: the config's, normally auto)")
+    group.add_argument("--seed", type=int, default=None, help="random seed (default: the config's)")
+    group.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
+    group.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config overrides, e.g. preprocess.fps=30 demo.seconds=4")
+
+
+def resolve_config(args: argparse.Namespace) -> SyncTalkConfig:
+    """Config from --config, then KEY=VALUE overrides, then --device/--seed."""
+    overrides = list(args.overrides)
+    if args.device is not None:
+        overrides.append(f"device={args.device}")
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    return load_config(SyncTalkConfig, args.config, overrides)
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    return -1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0)
+
+
+def existing_dir(text: str) -> Path:
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"'{text}' is not an existing directory")
+    return path

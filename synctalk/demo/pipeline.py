@@ -1,0 +1,116 @@
+"""The demo pipeline: make the sample clip, then run every pipeline stage that exists on it.
+
+Stages not built yet are listed as next steps; each later stage replaces its `None` below with the
+function that runs it on the demo's output folder.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from synctalk.config import SyncTalkConfig, save_config
+from synctalk.errors import SyncTalkError
+from synctalk.io.atomic import atomic_path, atomic_write_json
+
+log = logging.getLogger("synctalk.demo")
+
+SAMPLE_VIDEO = "sample.mp4"
+
+
+@dataclass
+class DemoReport:
+    out_dir: Path
+    video: Path | None = None                               # the newest video the demo produced
+    stages_run: list[str] = field(default_factory=list)
+    stages_next: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def stage_sample(cfg: SyncTalkConfig, report: DemoReport) -> None:
+    """Generate the sample clip, write it, and check it reads back through synctalk.io."""
+    from synctalk.demo.sample import make_sample_clip, write_sample_clip
+    from synctalk.io.media import load_audio, probe, read_frames
+
+    clip = make_sample_clip(seconds=cfg.demo.seconds, size=cfg.demo.size, fps=cfg.demo.fps, seed=cfg.seed)
+    video = write_sample_clip(clip, report.out_dir / SAMPLE_VIDEO)
+    info = probe(video)
+    n_read = sum(1 for _ in read_frames(video, fps=cfg.demo.fps, info=info))
+    audio = load_audio(video, cfg.preprocess.sample_rate_hz, start_s=info.video_start_s)
+    if n_read != len(clip.frames) or abs(len(audio) / cfg.preprocess.sample_rate_hz - n_read / clip.fps) > 0.1:
+        raise SyncTalkError(f"{video}: wrote {len(clip.frames)} frames and {len(clip.audio)} audio samples but "
+                            f"read back {n_read} frames and {len(audio)} samples (ffmpeg problem?)")
+    truth = report.out_dir / "sample_truth.json"
+    atomic_write_json(truth, {"fps": clip.fps, "mouth_open": clip.mouth_open.round(4).tolist(),
+                              "head_roll_deg": clip.head_roll_deg.round(3).tolist(),
+                              "head_shift_px": clip.head_shift_px.round(3).tolist(), **clip.notes})
+    sheet = save_sample_sheet(clip, report.out_dir / "sample_sheet.png")
+    report.video = video
+    report.files.update(sample_video=video, sample_truth=truth, sample_sheet=sheet)
+    log.info("sample clip: %d frames %dx%d @ %g fps with %.1f s of speech -> %s", n_read, info.width,
+             info.height, info.fps, len(audio) / cfg.preprocess.sample_rate_hz, video)
+
+
+def save_sample_sheet(clip, path: Path, n_shown: int = 6) -> Path:
+    """Contact sheet: frames spread over the clip, above the mouth-opening curve and the audio waveform."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(clip.frames)
+    picks = np.linspace(0, n - 1, n_shown).round().astype(int)
+    fig = plt.figure(figsize=(2 * n_shown, 4.6))
+    grid = fig.add_gridspec(2, n_shown, height_ratios=[2, 1.3])
+    for k, i in enumerate(picks):
+        ax = fig.add_subplot(grid[0, k])
+        ax.imshow(clip.frames[i])
+        ax.set_title(f"frame {i}  open {clip.mouth_open[i]:.2f}", fontsize=8)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[1, :])
+    t_audio = np.arange(len(clip.audio)) / clip.sample_rate_hz
+    ax.plot(t_audio, clip.audio, color="0.75", lw=0.4, label="audio")
+    ax.plot(np.arange(n) / clip.fps, clip.mouth_open, color="C3", lw=1.5, label="mouth openness")
+    ax.vlines(picks / clip.fps, -1, 1, colors="C0", lw=0.6, linestyles=":")
+    ax.set_xlabel("time (s)")
+    ax.set_xlim(0, n / clip.fps)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+    return path
+
+
+# (name, function or None while not built yet, what it will do)
+DEMO_STAGES: list[tuple[str, Callable[[SyncTalkConfig, DemoReport], None] | None, str]] = [
+    ("sample", stage_sample, "make the built-in talking clip"),
+    ("preprocess", None, "sample.mp4 -> subject dataset (frames, landmarks, masks, poses, audio features)"),
+    ("train", None, "subject -> head and torso model (configs/demo.yaml)"),
+    ("render", None, "model + new audio -> talking video"),
+]
+
+
+def run_demo(cfg: SyncTalkConfig, out_dir: str | Path) -> DemoReport:
+    """Run every available stage in order; returns what ran, what is next, and where the outputs are."""
+    report = DemoReport(out_dir=Path(out_dir))
+    report.out_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, report.out_dir)
+    for name, run, what in DEMO_STAGES:
+        if run is None:
+            report.stages_next.append(f"{name}: {what}")
+            continue
+        start = time.perf_counter()
+        run(cfg, report)
+        report.seconds[name] = time.perf_counter() - start
+        report.stages_run.append(name)
+    atomic_write_json(report.out_dir / "demo_report.json", {
+        "stages_run": report.stages_run, "stages_next": report.stages_next, "seconds": report.seconds,
+        "files": {k: str(v) for k, v in report.files.items()}})
+    return report
