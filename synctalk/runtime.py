@@ -35,12 +35,33 @@ def seed_everything(seed: int) -> None:
 
 
 def setup_logging(verbosity: int = 0) -> None:
-    """verbosity: -1 quiet (warnings only), 0 info, 1+ debug. Rich formatting when on a terminal."""
-    from rich.logging import RichHandler
+    """verbosity: -1 quiet (warnings only), 0 info, 1+ debug. Logs go to stderr: rich on a terminal, plain
+    unwrapped lines otherwise (CI logs, pipes)."""
+    import sys
 
     level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
-    handler = RichHandler(show_path=False, show_time=False, markup=False, rich_tracebacks=verbosity > 0)
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.logging import RichHandler
+
+        handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False,
+                                               markup=False, rich_tracebacks=verbosity > 0)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     root = logging.getLogger("synctalk")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def import_mediapipe():
+    """Import mediapipe without its protobuf deprecation warning (noise from mediapipe 0.10.14 itself)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)
+        import mediapipe
+
+    warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)
+    return mediapipe

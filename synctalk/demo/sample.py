@@ -100,8 +100,9 @@ def synthesize_speech(seconds: float, rng: np.random.Generator,
 
 def portrait_landmarks(image: np.ndarray) -> np.ndarray:
     """478 face-mesh points `[478, 2]` (pixels) of a still portrait, with MediaPipe's in-wheel FaceMesh."""
-    import mediapipe as mp
+    from synctalk.runtime import import_mediapipe
 
+    mp = import_mediapipe()
     with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=1) as mesh:
         result = mesh.process(np.ascontiguousarray(image))
     if not result.multi_face_landmarks:

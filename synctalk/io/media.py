@@ -142,17 +142,25 @@ def read_frames(path: str | Path, fps: float | None = None, info: MediaInfo | No
     cmd += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
     frame_bytes = info.width * info.height * 3
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    count = 0
     try:
         assert proc.stdout is not None
         while True:
             buf = proc.stdout.read(frame_bytes)
             if len(buf) < frame_bytes:
                 break
+            count += 1
             yield np.frombuffer(buf, np.uint8).reshape(info.height, info.width, 3)
         proc.stdout.close()
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         if proc.wait() != 0:
             raise MediaError(f"{path}: decoding failed ({_last_line(err)}); the file may be corrupt or truncated")
+        # ffmpeg exits 0 on a truncated file; it says "partial file", and far fewer frames arrive than the
+        # container's duration promises.
+        expected = info.duration_s * (fps or info.fps)
+        if "partial file" in err or (expected > 0 and count < 0.9 * expected - 2):
+            raise MediaError(f"{path}: truncated or corrupt: decoded {count} frames, the container promises "
+                             f"about {expected:.0f}. Re-export or re-download the file.")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -296,3 +304,20 @@ def write_video(path: str | Path, frames: Iterable[np.ndarray], fps: float,
     with VideoWriter(path, fps, audio_path) as writer:
         writer.write_all(frames)
     return Path(path)
+
+
+def load_speech(video_path: str | Path, audio_path: str | Path | None = None,
+                sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ) -> np.ndarray:
+    """The speech that goes with a video, aligned so that sample 0 is the time of the video's first frame.
+
+    From `audio_path` when given (a separate recording that starts with the video), else from the video's own
+    audio track cut at the video stream's start time. A video without audio and no `audio_path` is an error
+    that says to pass --audio.
+    """
+    if audio_path is not None:
+        return load_audio(audio_path, sample_rate_hz)
+    info = probe(video_path)
+    if not info.has_audio:
+        raise MediaError(f"{video_path}: has no audio track and no --audio FILE was given. Pass the speech that "
+                         f"belongs to this video with --audio (wav, flac, mp3, m4a...).")
+    return load_audio(video_path, sample_rate_hz, start_s=info.video_start_s)

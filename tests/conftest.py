@@ -1,0 +1,98 @@
+"""Shared fixtures: real test data (skipped with a reason when absent), a CUDA marker, tiny subjects."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = Path(os.environ.get("SYNCTALK_TEST_DATA", REPO.parent / "shared" / "data"))
+
+# Tests never download: the model cache is the shared test data, and offline mode is on.
+os.environ.setdefault("SYNCTALK_MODELS", str(TEST_DATA / "models"))
+os.environ.setdefault("SYNCTALK_OFFLINE", "1")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+requires_cuda = pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA GPU (torch.cuda.is_available() "
+                                                                 "is False)")
+
+
+@pytest.fixture(scope="session")
+def test_data() -> Path:
+    return TEST_DATA
+
+
+def real_file(relative: str) -> Path:
+    """Path of a file in the shared test data; skips the test when it is not there."""
+    path = TEST_DATA / relative
+    if not path.is_file():
+        pytest.skip(f"real test data {relative} not found under {TEST_DATA} (set SYNCTALK_TEST_DATA)")
+    return path
+
+
+@pytest.fixture
+def make_subject(tmp_path):
+    """Build a small, complete, valid subject directory: `make_subject(n_frames=12, size=(24, 32))`."""
+    from synctalk.data import STEPS, SubjectWriter
+    from synctalk.io.media import write_wav
+
+    def build(n_frames: int = 12, size: tuple[int, int] = (24, 32), fps: float = 25.0, name: str = "subject",
+              steps: tuple[str, ...] = tuple(STEPS)) -> Path:
+        height, width = size
+        rng = np.random.default_rng(0)
+        writer = SubjectWriter(tmp_path / name)
+        writer.init_meta(n_frames, fps, width, height, 16000, source={"path": "synthetic"})
+        if "frames" in steps:
+            for i in range(n_frames):
+                writer.write_frame("frames", i, rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
+            writer.mark_step("frames", seconds=0.1)
+        if "audio" in steps:
+            write_wav(writer.root / "audio.wav", np.zeros(int(round(n_frames / fps * 16000)), np.float32))
+            writer.mark_step("audio")
+        if "landmarks" in steps:
+            writer.save_array("landmarks.npy", rng.uniform(0, min(size), (n_frames, 478, 3)))
+            writer.save_array("face_flags.npy", np.ones(n_frames))
+            writer.save_array("blendshapes.npy", rng.uniform(0, 1, (n_frames, 52)))
+            writer.save_array("face_transforms.npy", np.tile(np.eye(4), (n_frames, 1, 1)))
+            writer.mark_step("landmarks")
+        if "parsing" in steps:
+            for i in range(n_frames):
+                writer.write_frame("parsing", i, rng.integers(0, 8, (height, width), dtype=np.uint8))
+            writer.mark_step("parsing")
+        if "background" in steps:
+            from synctalk.io.images import write_image
+
+            write_image(writer.root / "background.png", np.zeros((height, width, 3), np.uint8))
+            for i in range(n_frames):
+                writer.write_frame("gt", i, np.zeros((height, width, 3), np.uint8))
+            writer.mark_step("background")
+        if "torso" in steps:
+            for i in range(n_frames):
+                writer.write_frame("torso", i, np.zeros((height, width, 3), np.uint8))
+            writer.mark_step("torso")
+        if "pose" in steps:
+            writer.save_array("poses.npy", np.tile(np.eye(4), (n_frames, 1, 1)))
+            writer.save_array("poses_raw.npy", np.tile(np.eye(4), (n_frames, 1, 1)))
+            writer.write_json("intrinsics.json", {"fx": 30.0, "fy": 30.0, "cx": width / 2, "cy": height / 2,
+                                                  "width": width, "height": height})
+            writer.mark_step("pose")
+        if "audio_features" in steps:
+            writer.save_array("audio_features.npy", rng.normal(size=(n_frames, 16, 8)))
+            writer.write_json("audio_features.json", {"backend": "mel", "shape": [16, 8]})
+            writer.mark_step("audio_features")
+        if "splits" in steps:
+            writer.write_json("splits.json", {"train": list(range(n_frames - 2)),
+                                              "val": [n_frames - 2, n_frames - 1]})
+            writer.mark_step("splits")
+        return writer.root
+
+    return build
