@@ -21,12 +21,14 @@ from typing import Any
 import numpy as np
 
 from synctalk.data.contract import (
+    BLENDSHAPE_NAMES,
     COLOUR_DIRS,
     FACE_MISSING,
     FORMAT_VERSION,
     FRAME_DIR_EXTENSIONS,
     MAX_LABEL,
     META_FILENAME,
+    PARSING_LABELS,
     REQUIRED_META_KEYS,
     STEPS,
     ArraySpec,
@@ -353,6 +355,20 @@ def read_meta(root: Path) -> dict[str, Any]:
     return meta
 
 
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shape the data (read from metadata, nothing is imported)."""
+    import platform
+    from importlib import metadata
+
+    versions = {"python": platform.python_version()}
+    for name in ("torch", "numpy", "mediapipe", "opencv-contrib-python", "imageio-ffmpeg"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
 class SubjectWriter:
     """Writes a subject directory piece by piece; every file is written atomically.
 
@@ -378,7 +394,8 @@ class SubjectWriter:
         meta = self.read_meta()
         meta.update(format_version=FORMAT_VERSION, synctalk_version=__version__, n_frames=int(n_frames),
                     fps=float(fps), width=int(width), height=int(height), sample_rate_hz=int(sample_rate_hz),
-                    **extra)
+                    blendshape_names=list(BLENDSHAPE_NAMES), parsing_labels=dict(PARSING_LABELS),
+                    versions=package_versions(), **extra)
         meta.setdefault("steps", {})
         atomic_write_json(self.meta_path, meta)
         return meta

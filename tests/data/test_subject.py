@@ -140,6 +140,9 @@ def test_writer_marks_steps_only_when_called(tmp_path):
     writer.write_frame("frames", 1, np.zeros((8, 8, 3), np.uint8))
     writer.mark_step("frames", seconds=1.5)
     assert SubjectDataset(tmp_path / "s").steps == ("frames",)
-    assert _meta(tmp_path / "s")["steps"]["frames"] == {"done": True, "seconds": 1.5}
+    meta = _meta(tmp_path / "s")
+    assert meta["steps"]["frames"] == {"done": True, "seconds": 1.5}
+    assert meta["blendshape_names"][25] == "jawOpen" and meta["blendshape_names"][9] == "eyeBlinkLeft"
+    assert meta["parsing_labels"]["neck"] == 2 and meta["versions"]["numpy"] == np.__version__
     with pytest.raises(ValueError, match="unknown step"):
         writer.mark_step("nonsense")
