@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+from collections.abc import Iterator
 
 from synctalk.errors import UserInputError
 
@@ -65,3 +67,31 @@ def import_mediapipe():
 
     warnings.filterwarnings("ignore", message=r"SymbolDatabase\.GetPrototype", category=UserWarning)
     return mediapipe
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[None]:
+    """Hold back what native libraries (TFLite inside MediaPipe) print on file descriptor 2 while the block
+    runs; it is replayed only if the block raises, so failures keep their diagnostics."""
+    import os
+    import sys
+    import tempfile
+
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (embedded interpreters)
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            sink.seek(0)
+            sys.stderr.write(sink.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)

@@ -38,7 +38,8 @@ def stage_sample(cfg: SyncTalkConfig, report: DemoReport) -> None:
     from synctalk.demo.sample import make_sample_clip, write_sample_clip
     from synctalk.io.media import load_audio, probe, read_frames
 
-    clip = make_sample_clip(seconds=cfg.demo.seconds, size=cfg.demo.size, fps=cfg.demo.fps, seed=cfg.seed)
+    clip = make_sample_clip(seconds=cfg.demo.seconds, size=cfg.demo.size, fps=cfg.demo.fps, seed=cfg.seed,
+                            progress=True)
     video = write_sample_clip(clip, report.out_dir / SAMPLE_VIDEO)
     info = probe(video)
     n_read = sum(1 for _ in read_frames(video, fps=cfg.demo.fps, info=info))

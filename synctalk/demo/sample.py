@@ -100,10 +100,11 @@ def synthesize_speech(seconds: float, rng: np.random.Generator,
 
 def portrait_landmarks(image: np.ndarray) -> np.ndarray:
     """478 face-mesh points `[478, 2]` (pixels) of a still portrait, with MediaPipe's in-wheel FaceMesh."""
-    from synctalk.runtime import import_mediapipe
+    from synctalk.runtime import import_mediapipe, native_stderr_captured
 
     mp = import_mediapipe()
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True, max_num_faces=1) as mesh:
+    with native_stderr_captured(), mp.solutions.face_mesh.FaceMesh(static_image_mode=True, refine_landmarks=True,
+                                                                   max_num_faces=1) as mesh:
         result = mesh.process(np.ascontiguousarray(image))
     if not result.multi_face_landmarks:
         raise RuntimeError("the built-in portrait has no detectable face (mediapipe install broken?)")
@@ -202,10 +203,12 @@ def move_head(image: np.ndarray, points: np.ndarray, roll_deg: float, shift_xy: 
     return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def make_sample_clip(seconds: float = 6.0, size: int = 256, fps: float = 25.0, seed: int = 0) -> SampleClip:
+def make_sample_clip(seconds: float = 6.0, size: int = 256, fps: float = 25.0, seed: int = 0,
+                     progress: bool = False) -> SampleClip:
     """Generate the built-in talking clip (frames, audio, ground truth). Deterministic for a given seed."""
     import cv2
     import skimage.data
+    from tqdm import tqdm
 
     rng = np.random.default_rng(seed)
     portrait = skimage.data.astronaut()                    # [512, 512, 3] uint8, public domain
@@ -228,7 +231,8 @@ def make_sample_clip(seconds: float = 6.0, size: int = 256, fps: float = 25.0, s
                       0.012 * size * np.sin(2 * np.pi * 0.31 * t + phases[3]) + 0.01 * size * mouth_open], -1)
 
     frames = [move_head(open_mouth(crop, points, float(mouth_open[i])), points, float(roll[i]),
-                        (float(shift[i, 0]), float(shift[i, 1]))) for i in range(n_frames)]
+                        (float(shift[i, 0]), float(shift[i, 1])))
+              for i in tqdm(range(n_frames), desc="sample frames", unit="frame", disable=not progress, leave=False)]
     return SampleClip(frames=frames, audio=audio, fps=fps, mouth_open=mouth_open,
                       head_roll_deg=roll.astype(np.float32), head_shift_px=shift.astype(np.float32),
                       notes={"portrait": "skimage.data.astronaut (public domain)", "crop_xys": [x0, y0, side]})

@@ -111,14 +111,23 @@ def probe(path: str | Path) -> MediaInfo:
                         video_start_s=float(start[1]) if start else 0.0, video_codec=desc.split()[0].rstrip(","))
         elif kind == "Audio" and not info.get("has_audio"):
             rate = _RATE.search(desc)
-            channels = {"mono": 1, "stereo": 2}.get(rate[2].strip(), 0) if rate else 0
-            if rate and not channels:
-                ch = re.match(r"(\d+)", rate[2].strip())
-                channels = int(ch[1]) if ch else 2
+            channels = _layout_channels(rate[2]) if rate else 0
             info.update(has_audio=True, audio_sample_rate_hz=int(rate[1]) if rate else 0, audio_channels=channels)
     if not info["has_video"] and not info.get("has_audio"):
         raise MediaError(f"{path}: no video or audio stream found (is it a media file?)")
     return MediaInfo(**info)
+
+
+_LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "3.0": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6, "6.1": 7,
+            "7.1": 8}
+
+
+def _layout_channels(layout: str) -> int:
+    """Channel count of an ffmpeg layout name: 'stereo' → 2, '5.1(side)' → 6, '3 channels' → 3."""
+    layout = layout.strip()
+    if m := re.match(r"(\d+) channels", layout):
+        return int(m[1])
+    return _LAYOUTS.get(layout.split("(")[0], 2)
 
 
 def _last_line(text: str) -> str:
@@ -171,7 +180,7 @@ def load_audio(path: str | Path, sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ, s
                duration_s: float | None = None) -> np.ndarray:
     """Decode the first audio track of any audio or video file to mono float32 at `sample_rate_hz`.
 
-    Channels are averaged; `start_s`/`duration_s` cut the decoded signal (seconds).
+    Mono is the mean of the channels; `start_s`/`duration_s` cut the decoded signal (seconds).
     Raises MediaError when the file has no audio track.
     """
     path = Path(path)
@@ -185,11 +194,15 @@ def load_audio(path: str | Path, sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ, s
     cmd += ["-i", str(path), "-map", "0:a:0", "-vn"]
     if duration_s is not None:
         cmd += ["-t", f"{duration_s:.6f}"]
-    cmd += ["-ac", "1", "-ar", str(sample_rate_hz), "-f", "f32le", "-"]
+    # Keep every channel and average here: ffmpeg's own downmix (-ac 1) adds channels at -3 dB each, which
+    # makes a centred stereo voice 1.41x louder than either channel and can clip.
+    channels = max(info.audio_channels, 1)
+    cmd += ["-ac", str(channels), "-ar", str(sample_rate_hz), "-f", "f32le", "-"]
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
         raise MediaError(f"{path}: audio decoding failed ({_last_line(proc.stderr.decode(errors='replace'))})")
-    return np.frombuffer(proc.stdout, np.float32).copy()
+    samples = np.frombuffer(proc.stdout, np.float32)
+    return samples[: len(samples) // channels * channels].reshape(-1, channels).mean(axis=1)
 
 
 def write_wav(path: str | Path, samples: np.ndarray, sample_rate_hz: int = DEFAULT_SAMPLE_RATE_HZ) -> None:

@@ -89,3 +89,30 @@ def test_import_is_cheap():
 def test_console_script_version():
     proc = subprocess.run([sys.executable, "-m", "synctalk.cli.main", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("synctalk ")
+
+
+def test_native_stderr_is_held_back_unless_the_block_fails():
+    """Output written straight to file descriptor 2 (as TFLite does) is hidden on success, replayed on error."""
+    code = ("import os, sys\n"
+            "from synctalk.runtime import native_stderr_captured\n"
+            "with native_stderr_captured():\n"
+            "    os.write(2, b'noise-from-C\\n')\n"
+            "try:\n"
+            "    with native_stderr_captured():\n"
+            "        os.write(2, b'diagnostic-from-C\\n')\n"
+            "        raise ValueError('x')\n"
+            "except ValueError:\n"
+            "    pass\n"
+            "os.write(2, b'after\\n')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert proc.stderr == "diagnostic-from-C\nafter\n"
+
+
+def test_cuda_request_without_gpu_is_a_usage_error(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU; the error path is for CPU-only machines")
+    code, _, err = run(["demo", "-o", str(tmp_path), "--device", "cuda"], capsys)
+    assert code == 2 and "--device cuda was requested but torch sees no CUDA GPU" in err

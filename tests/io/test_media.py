@@ -75,6 +75,13 @@ def test_stereo_44k_flac_to_16k_mono():
     reference = resample_poly(raw.mean(axis=1), 160, 441).astype(np.float32)
     n = min(len(reference), len(mono))
     assert np.corrcoef(reference[:n], mono[:n])[0, 1] > 0.99
+    assert np.sqrt((mono[:n] ** 2).mean() / (reference[:n] ** 2).mean()) == pytest.approx(1.0, abs=0.02)
+
+
+def test_channel_layouts():
+    from synctalk.io.media import _layout_channels
+
+    assert [_layout_channels(x) for x in ("mono", "stereo", "5.1(side)", "7.1", "3 channels")] == [1, 2, 6, 8, 3]
 
 
 def _smooth_frames(n: int, height: int, width: int) -> list[np.ndarray]:
@@ -149,3 +156,22 @@ def test_truncated_video_is_reported(tmp_path):
     info = probe(cut)  # the header (moov at the front) is intact, the frame data is not
     with pytest.raises(MediaError, match="truncated or corrupt: decoded"):
         list(read_frames(cut, info=info))
+
+
+@pytest.mark.parametrize("suffix, codec", [(".mp3", "libmp3lame"), (".m4a", "aac"), (".flac", "flac"),
+                                           (".wav", "pcm_s16le")])
+def test_audio_formats_decode_to_16k_mono(tmp_path, suffix, codec):
+    """A 48 kHz stereo tone (440 Hz left, 440 Hz right) in each container decodes to 16 kHz mono, same length."""
+    rate, seconds = 48000, 1.5
+    t = np.arange(int(rate * seconds)) / rate
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], 1) * 0.4
+    raw = tmp_path / "tone.f32"
+    raw.write_bytes(stereo.astype(np.float32).tobytes())
+    encoded = tmp_path / f"tone{suffix}"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "f32le", "-ar", str(rate), "-ac", "2", "-i", str(raw),
+                    "-c:a", codec, str(encoded)], check=True)
+    mono = load_audio(encoded)
+    assert abs(len(mono) - seconds * 16000) < 0.06 * 16000  # mp3/aac add encoder padding of a few ms
+    spectrum = np.abs(np.fft.rfft(mono[4000:20000]))
+    assert spectrum.argmax() * 16000 / 16000 == pytest.approx(440, abs=2)
+    assert 0.3 < np.abs(mono[4000:20000]).max() < 0.5
