@@ -26,6 +26,23 @@ class PreprocessConfig:
     fps: float = knob(25.0, "Frame rate of the subject dataset (frames/s); the source video is resampled to it.")
     size: int = knob(512, "Side of the square face crop written to the subject dataset (pixels).")
     sample_rate_hz: int = knob(16000, "Audio sample rate of the subject's audio.wav (Hz, mono).")
+    face_fraction: float = knob(0.5, "Face-detector box height as a fraction of the crop side (0.5 frames head "
+                                     "and shoulders like the usual 512x512 talking-head datasets).")
+    detect_every_s: float = knob(0.2, "Sampling interval of the face search that chooses the crop (s).")
+    max_gap_frames: int = knob(6, "Frames without a face in a run this short are interpolated and flagged; "
+                                  "longer runs are excluded from training.")
+    min_face_fraction: float = knob(0.5, "Fail when fewer frames than this fraction have a face.")
+    smooth_window: int = knob(5, "Zero-lag Savitzky-Golay window over landmarks and blendshapes (frames, odd; "
+                                 "1 disables).")
+    av_tolerance_s: float = knob(0.5, "Largest audio/video length difference that is padded or trimmed "
+                                      "silently (s).")
+    trim_to_shorter: bool = knob(False, "When audio and video lengths differ by more than av_tolerance_s, cut "
+                                        "both to the shorter instead of failing.")
+    parser: str = knob("mediapipe", "Face/body parser for the parsing masks.")
+    background_samples: int = knob(120, "Frames sampled over the clip to estimate the background plate.")
+    val_fraction: float = knob(0.1, "Last part of the clip held out for validation (fraction of frames).")
+    workers: int = knob(2, "Worker threads for per-frame steps.")
+    qa: bool = knob(True, "Write QA contact sheets and plots to SUBJECT/qa/.")
 
 
 @dataclass

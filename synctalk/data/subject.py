@@ -412,6 +412,20 @@ class SubjectWriter:
         meta.setdefault("steps", {})[name] = {"done": True, **stats}
         atomic_write_json(self.meta_path, meta)
 
+    def unmark_step(self, name: str) -> None:
+        """Mark a step not done (before rewriting its files)."""
+        meta = self.read_meta()
+        if meta.get("steps", {}).pop(name, None) is not None:
+            atomic_write_json(self.meta_path, meta)
+
+    def clear_frame_dir(self, folder: str) -> None:
+        """Delete a per-frame folder's images (and temporary files of an interrupted write) before a rerun."""
+        path = self.root / folder
+        if path.is_dir():
+            for entry in path.iterdir():
+                if _FRAME_FILE.match(entry.name) or entry.name.startswith("."):
+                    entry.unlink()
+
     def write_frame(self, folder: str, index: int, image: np.ndarray) -> Path:
         path = self.root / folder / frame_filename(index, FRAME_DIR_EXTENSIONS[folder])
         write_image(path, image)

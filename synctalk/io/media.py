@@ -135,8 +135,15 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "(nothing)"
 
 
-def read_frames(path: str | Path, fps: float | None = None, info: MediaInfo | None = None) -> Iterator[np.ndarray]:
+def read_frames(path: str | Path, fps: float | None = None, info: MediaInfo | None = None,
+                crop: tuple[int, int, int, int] | None = None, size: tuple[int, int] | None = None,
+                max_frames: int | None = None) -> Iterator[np.ndarray]:
     """Yield RGB frames `[H, W, 3] uint8`, resampled to `fps` (None keeps the source rate).
+
+    Args:
+        crop: `(x0, y0, width, height)` in displayed source pixels, applied before resizing.
+        size: `(width, height)` of the output frames (area filter when shrinking, bicubic when enlarging).
+        max_frames: stop after this many frames.
 
     Variable-frame-rate input comes out at a constant rate (ffmpeg's fps filter picks the nearest frame).
     """
@@ -144,12 +151,23 @@ def read_frames(path: str | Path, fps: float | None = None, info: MediaInfo | No
     if not info.has_video:
         raise MediaError(f"{path}: has no video stream (audio only?); give a video file")
     cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path), "-map", "0:v:0"]
-    if fps is not None:
-        cmd += ["-vf", f"fps={fps:g}"]
+    filters = [f"fps={fps:g}"] if fps is not None else []
+    out_w, out_h = info.width, info.height
+    if crop is not None:
+        x0, y0, out_w, out_h = crop
+        filters.append(f"crop={out_w}:{out_h}:{x0}:{y0}")
+    if size is not None:
+        flags = "area" if size[0] * size[1] <= out_w * out_h else "bicubic"
+        filters.append(f"scale={size[0]}:{size[1]}:flags={flags}")
+        out_w, out_h = size
+    if filters:
+        cmd += ["-vf", ",".join(filters)]
+    if max_frames is not None:
+        cmd += ["-frames:v", str(max_frames)]
     # passthrough: never duplicate frames to fill a stream that starts late (e.g. at 0.08 s); the start
     # offset is reported by probe() as video_start_s and the audio is cut to match instead.
     cmd += ["-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
-    frame_bytes = info.width * info.height * 3
+    frame_bytes = out_w * out_h * 3
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     count = 0
     try:
@@ -159,7 +177,7 @@ def read_frames(path: str | Path, fps: float | None = None, info: MediaInfo | No
             if len(buf) < frame_bytes:
                 break
             count += 1
-            yield np.frombuffer(buf, np.uint8).reshape(info.height, info.width, 3)
+            yield np.frombuffer(buf, np.uint8).reshape(out_h, out_w, 3)
         proc.stdout.close()
         err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         if proc.wait() != 0:
@@ -167,6 +185,8 @@ def read_frames(path: str | Path, fps: float | None = None, info: MediaInfo | No
         # ffmpeg exits 0 on a truncated file; it says "partial file", and far fewer frames arrive than the
         # container's duration promises.
         expected = info.duration_s * (fps or info.fps)
+        if max_frames is not None:
+            expected = min(expected, max_frames)
         if "partial file" in err or (expected > 0 and count < 0.9 * expected - 2):
             raise MediaError(f"{path}: truncated or corrupt: decoded {count} frames, the container promises "
                              f"about {expected:.0f}. Re-export or re-download the file.")

@@ -175,3 +175,12 @@ def test_audio_formats_decode_to_16k_mono(tmp_path, suffix, codec):
     spectrum = np.abs(np.fft.rfft(mono[4000:20000]))
     assert spectrum.argmax() * 16000 / 16000 == pytest.approx(440, abs=2)
     assert 0.3 < np.abs(mono[4000:20000]).max() < 0.5
+
+
+def test_crop_and_resize_in_ffmpeg(tmp_path):
+    frames = _smooth_frames(6, 48, 64)
+    src = write_video(tmp_path / "src.mp4", frames, fps=25)
+    out = list(read_frames(src, crop=(16, 8, 32, 32), size=(16, 16), max_frames=4))
+    assert len(out) == 4 and out[0].shape == (16, 16, 3)
+    expected = frames[2][8:40, 16:48].reshape(16, 2, 16, 2, 3).mean(axis=(1, 3))  # 2x2 area average
+    assert np.abs(out[2].astype(float) - expected).mean() < 5

@@ -1,0 +1,311 @@
+"""`synctalk preprocess`: chain the steps that turn a video into a subject directory (docs/dataset.md).
+
+Each step is resumable: it records a signature (its code version, the config keys it reads, the hashes of the
+source files it reads, and the run ids of the steps it depends on) when it finishes, and is skipped next time
+while the signature is unchanged. `force` reruns a step, and everything that depends on it reruns because the
+run id it depends on changes. A step that reruns is first marked not done, so an interruption never leaves a
+step marked done over half-rewritten files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from synctalk.config import PreprocessConfig
+from synctalk.data import STEPS as CONTRACT_STEPS
+from synctalk.data import SubjectDataset, SubjectWriter
+from synctalk.data.contract import FACE_MISSING
+from synctalk.errors import MediaError, UserInputError
+from synctalk.io.media import MediaInfo, probe
+
+log = logging.getLogger("synctalk.preprocess")
+
+
+@dataclass
+class Context:
+    """What every step may read; steps write through `writer`."""
+
+    video: Path
+    audio: Path | None
+    writer: SubjectWriter
+    cfg: PreprocessConfig
+    info: MediaInfo
+    progress: bool = True
+    max_frames: int | None = None
+    _hashes: dict[Path, str] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return self.writer.root
+
+    def dataset(self, *require: str) -> SubjectDataset:
+        return SubjectDataset(self.root, require=require, cache_frames=0)
+
+    def file_hash(self, path: Path) -> str:
+        if path not in self._hashes:
+            digest = hashlib.sha256()
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            self._hashes[path] = digest.hexdigest()
+        return self._hashes[path]
+
+    def frames(self, ds: SubjectDataset) -> Iterator[np.ndarray]:
+        return (ds.image(i) for i in range(len(ds)))
+
+    def per_frame(self, n_frames: int, compute: Callable[[int], np.ndarray], folder: str, desc: str) -> None:
+        """compute(i) for every frame on `cfg.workers` threads, writing each result to folder/NNNNNN."""
+        from tqdm import tqdm
+
+        def task(index: int) -> None:
+            self.writer.write_frame(folder, index, compute(index))
+
+        with ThreadPoolExecutor(max(1, self.cfg.workers)) as pool:
+            list(tqdm(pool.map(task, range(n_frames)), total=n_frames, desc=desc, unit="frame",
+                      disable=not self.progress, leave=False))
+
+
+# ---------------------------------------------------------------------------------------------------- steps
+def run_frames(ctx: Context) -> dict:
+    from preprocess.frames import crop_picture, find_crop, write_frames
+
+    cfg = ctx.cfg
+    crop, search = find_crop(ctx.video, ctx.info, cfg.face_fraction, cfg.detect_every_s)
+    ctx.writer.clear_frame_dir("frames")
+    n_frames = write_frames(ctx.video, ctx.info, crop, ctx.writer, cfg.fps, cfg.size, cfg.workers,
+                            max_frames=ctx.max_frames, progress=ctx.progress)
+    info = ctx.info
+    ctx.writer.init_meta(
+        n_frames, cfg.fps, cfg.size, cfg.size, cfg.sample_rate_hz, crop=crop.to_meta(info),
+        source={"path": str(ctx.video.resolve()), "sha256": ctx.file_hash(ctx.video), "duration_s": info.duration_s,
+                "fps": info.fps, "width": info.width, "height": info.height, "rotation_deg": info.rotation_deg,
+                "video_start_s": info.video_start_s,
+                "audio_path": str(ctx.audio.resolve()) if ctx.audio else None})
+    if cfg.qa:
+        crop_picture(ctx.video, info, crop, ctx.root / "qa" / "crop.png")
+    if crop.side < cfg.size:
+        log.warning("the face crop is %d px and is enlarged to %d px: the source is low resolution and the "
+                    "result will be soft", crop.side, cfg.size)
+    return {"frames": n_frames, "crop": asdict(crop), **search}
+
+
+def run_audio(ctx: Context) -> dict:
+    from preprocess.audio import write_speech
+
+    meta = ctx.writer.read_meta()
+    return write_speech(ctx.video, ctx.audio, ctx.root / "audio.wav", meta["n_frames"], meta["fps"],
+                        ctx.cfg.sample_rate_hz)
+
+
+def run_landmarks(ctx: Context) -> dict:
+    from preprocess.landmarks import fill_gaps, runs, smooth_track, track_faces
+
+    ds = ctx.dataset("frames")
+    n = len(ds)
+    track = track_faces(ctx.frames(ds), n, ds.fps, progress=ctx.progress)
+    detected = int((track.flags != FACE_MISSING).sum())
+    if detected == 0:
+        raise MediaError(f"{ctx.video}: the face landmarker found no face in any of the {n} cropped frames "
+                         f"({ctx.root / 'frames'}); check that the face is visible and not tiny")
+    track = smooth_track(fill_gaps(track, ctx.cfg.max_gap_frames), ctx.cfg.smooth_window)
+    long_gaps = runs(track.flags == FACE_MISSING)
+    usable = float((track.flags != FACE_MISSING).mean())
+    ranges = ", ".join(f"{a}-{b} ({a / ds.fps:.1f}-{(b + 1) / ds.fps:.1f} s)" for a, b in long_gaps[:10])
+    if usable < ctx.cfg.min_face_fraction:
+        raise MediaError(f"{ctx.video}: a face is visible in only {usable:.0%} of the frames (no face in frames "
+                         f"{ranges}). Trim the video to the part where the person faces the camera, or lower "
+                         f"preprocess.min_face_fraction (now {ctx.cfg.min_face_fraction}).")
+    if long_gaps:
+        log.warning("no face in frames %s: these frames are excluded from training", ranges)
+    for name, array in (("landmarks.npy", track.landmarks), ("face_flags.npy", track.flags),
+                        ("blendshapes.npy", track.blendshapes), ("face_transforms.npy", track.transforms)):
+        ctx.writer.save_array(name, array)
+    return {"faces_detected": detected, "faces_detected_fraction": round(detected / n, 4),
+            "interpolated": int((track.flags == 2).sum()), "excluded": int((track.flags == FACE_MISSING).sum()),
+            "excluded_ranges": long_gaps}
+
+
+def run_parsing(ctx: Context) -> dict:
+    from preprocess.parsing import make_parser, parse_frames
+
+    ds = ctx.dataset("frames", "landmarks")
+    parser = make_parser(ctx.cfg.parser)
+    ctx.writer.clear_frame_dir("parsing")
+    labels = parse_frames(ctx.frames(ds), ds.landmarks, ds.face_flags, parser=parser)
+    from tqdm import tqdm
+
+    # Parsing is sequential (temporal smoothing); PNG encoding overlaps it on the worker threads.
+    with ThreadPoolExecutor(max(1, ctx.cfg.workers)) as pool:
+        pending = []
+        for index, label_map in enumerate(tqdm(labels, total=len(ds), desc="parsing", unit="frame",
+                                               disable=not ctx.progress, leave=False)):
+            pending.append(pool.submit(ctx.writer.write_frame, "parsing", index, label_map))
+            if len(pending) > 4 * ctx.cfg.workers:
+                pending.pop(0).result()
+        for future in pending:
+            future.result()
+    return {"parser": ctx.cfg.parser}
+
+
+def run_background(ctx: Context) -> dict:
+    from preprocess.background import composite_gt, estimate_background
+
+    from synctalk.io.images import write_image
+
+    ds = ctx.dataset("frames", "parsing")
+    picks = np.unique(np.linspace(0, len(ds) - 1, min(ctx.cfg.background_samples, len(ds))).round().astype(int))
+    plate, seen = estimate_background([ds.image(i) for i in picks], [ds.parsing(i) for i in picks])
+    write_image(ctx.root / "background.png", plate)
+    ctx.writer.clear_frame_dir("gt")
+    ctx.per_frame(len(ds), lambda i: composite_gt(ds.image(i), ds.parsing(i), plate), "gt", "gt frames")
+    return {"sampled_frames": len(picks), "background_seen_fraction": round(float(seen.mean()), 4)}
+
+
+def run_torso(ctx: Context) -> dict:
+    from preprocess.torso import torso_plate
+
+    from synctalk.io.images import read_image
+
+    ds = ctx.dataset("frames", "parsing", "landmarks", "background")
+    plate = read_image(ctx.root / "background.png")
+    flags, landmarks = ds.face_flags, ds.landmarks
+
+    def compute(i: int) -> np.ndarray:
+        return torso_plate(ds.image(i), ds.parsing(i), None if flags[i] == FACE_MISSING else landmarks[i], plate)
+
+    ctx.writer.clear_frame_dir("torso")
+    ctx.per_frame(len(ds), compute, "torso", "torso plates")
+    return {}
+
+
+def run_splits(ctx: Context) -> dict:
+    ds = ctx.dataset("landmarks")
+    n = len(ds)
+    n_val = int(round(n * ctx.cfg.val_fraction))
+    usable = ds.face_flags != FACE_MISSING
+    train = [i for i in range(n - n_val) if usable[i]]
+    val = [i for i in range(n - n_val, n) if usable[i]]
+    if not train:
+        raise MediaError(f"{ctx.root}: no frames with a face are left for training")
+    ctx.writer.write_json("splits.json", {"train": train, "val": val})
+    return {"train": len(train), "val": len(val)}
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    run: Callable[[Context], dict] | None   # None: built in a later issue, listed as pending
+    depends: tuple[str, ...] = ()
+    config_keys: tuple[str, ...] = ()
+    reads_source: bool = False               # hashes the video (and --audio file) into the signature
+    version: int = 1                         # bump when the step's output changes for the same inputs
+    pending_note: str = ""
+
+
+PIPELINE: tuple[Step, ...] = (
+    Step("frames", run_frames, (), ("fps", "size", "face_fraction", "detect_every_s"), reads_source=True),
+    Step("audio", run_audio, ("frames",), ("sample_rate_hz",), reads_source=True),
+    Step("landmarks", run_landmarks, ("frames",), ("max_gap_frames", "smooth_window", "min_face_fraction")),
+    Step("parsing", run_parsing, ("frames", "landmarks"), ("parser",)),
+    Step("background", run_background, ("frames", "parsing"), ("background_samples",)),
+    Step("torso", run_torso, ("frames", "parsing", "landmarks", "background")),
+    Step("pose", None, ("landmarks",), pending_note="Head-Sync Stabilizer (camera intrinsics + poses)"),
+    Step("audio_features", None, ("audio",), pending_note="Face-Sync Controller audio features"),
+    Step("splits", run_splits, ("landmarks",), ("val_fraction",)),
+)
+assert tuple(s.name for s in PIPELINE) == tuple(CONTRACT_STEPS), "pipeline and dataset contract disagree"
+
+
+@dataclass
+class StepReport:
+    name: str
+    status: str            # "ran", "up to date", "not built yet"
+    seconds: float = 0.0
+    stats: dict = field(default_factory=dict)
+
+
+@dataclass
+class PreprocessReport:
+    root: Path
+    n_frames: int
+    fps: float
+    steps: list[StepReport]
+    seconds: float
+
+
+def signature(step: Step, ctx: Context, done: dict) -> str:
+    cfg = asdict(ctx.cfg)
+    parts = {"step": step.name, "version": step.version, "config": {k: cfg[k] for k in step.config_keys},
+             "depends": {d: done.get(d, {}).get("run_id") for d in step.depends}}
+    if step.reads_source:
+        parts["video"] = ctx.file_hash(ctx.video)
+        parts["audio"] = ctx.file_hash(ctx.audio) if ctx.audio else None
+        parts["max_frames"] = ctx.max_frames
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def downstream(names: set[str]) -> set[str]:
+    """`names` and every step that depends on them, directly or not."""
+    out = set(names)
+    for step in PIPELINE:  # PIPELINE is in dependency order
+        if out.intersection(step.depends):
+            out.add(step.name)
+    return out
+
+
+def preprocess(video: str | Path, out_dir: str | Path, cfg: PreprocessConfig, audio: str | Path | None = None,
+               force: tuple[str, ...] = (), progress: bool = True) -> PreprocessReport:
+    """Turn `video` (+ optional separate `audio`) into the subject directory `out_dir`; see module docstring."""
+    from synctalk.config import SyncTalkConfig, save_config
+
+    start = time.perf_counter()
+    unknown = [s for s in force if s not in CONTRACT_STEPS and s != "all"]
+    if unknown:
+        raise UserInputError(f"--force: unknown step(s) {', '.join(unknown)}; steps: {', '.join(CONTRACT_STEPS)}")
+    video = Path(video)
+    audio_path = Path(audio) if audio is not None else None
+    info = probe(video)
+    if not info.has_video:
+        raise MediaError(f"{video}: has no video stream (is it an audio file?); give the video of the person")
+    from preprocess.audio import check_lengths
+
+    lengths = check_lengths(video, info, audio_path, cfg.fps, cfg.av_tolerance_s, cfg.trim_to_shorter)
+    writer = SubjectWriter(out_dir)
+    save_config(SyncTalkConfig(preprocess=cfg), writer.root, "preprocess_config.yaml")
+    ctx = Context(video, audio_path, writer, cfg, info, progress, lengths.max_frames)
+    forced = downstream(set(CONTRACT_STEPS) if "all" in force else set(force))
+    reports = []
+    for step in PIPELINE:
+        done = writer.read_meta().get("steps", {})
+        if step.run is None:
+            reports.append(StepReport(step.name, "not built yet", stats={"next": step.pending_note}))
+            continue
+        sig = signature(step, ctx, done)
+        previous = done.get(step.name, {})
+        if step.name not in forced and previous.get("done") and previous.get("signature") == sig:
+            reports.append(StepReport(step.name, "up to date", previous.get("seconds", 0.0), previous))
+            continue
+        writer.unmark_step(step.name)
+        log.info("step %s ...", step.name)
+        t0 = time.perf_counter()
+        stats = step.run(ctx)
+        seconds = round(time.perf_counter() - t0, 3)
+        writer.mark_step(step.name, signature=sig, run_id=uuid.uuid4().hex[:12], seconds=seconds, **stats)
+        reports.append(StepReport(step.name, "ran", seconds, stats))
+    meta = writer.read_meta()
+    if cfg.qa:
+        from preprocess.qa import write_qa
+
+        write_qa(writer.root)
+    return PreprocessReport(writer.root, meta["n_frames"], meta["fps"], reports, time.perf_counter() - start)
+

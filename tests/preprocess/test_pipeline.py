@@ -1,0 +1,104 @@
+"""`synctalk preprocess` end to end on the 5 s real clip: outputs, contract, resume, force, interruption."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import real_file
+
+from synctalk.config import PreprocessConfig
+from synctalk.data import SubjectDataset
+from synctalk.data.contract import FACE_MISSING, PARSING_LABELS
+
+BUILT = ("frames", "audio", "landmarks", "parsing", "background", "torso", "splits")
+
+
+@pytest.fixture(scope="module")
+def may_subject(tmp_path_factory):
+    from preprocess.run import preprocess
+
+    video = real_file("video/may_5s_25fps.mp4")
+    root = tmp_path_factory.mktemp("may") / "subject"
+    report = preprocess(video, root, PreprocessConfig(), progress=False)
+    return video, root, report
+
+
+def test_all_built_steps_ran_and_the_subject_validates(may_subject):
+    _, root, report = may_subject
+    assert [s.name for s in report.steps if s.status == "ran"] == list(BUILT)
+    assert {s.name for s in report.steps if s.status == "not built yet"} == {"pose", "audio_features"}
+    ds = SubjectDataset(root, require=BUILT)
+    assert (len(ds), ds.fps, ds.width, ds.height) == (125, 25.0, 512, 512)
+    assert (ds.face_flags != FACE_MISSING).mean() >= 0.99
+    assert len(ds.audio()) == 125 * 16000 // 25
+    meta = json.loads((root / "meta.json").read_text())
+    assert meta["crop"] == {"x0": 0, "y0": 0, "side": 512, "source_width": 512, "source_height": 512}
+    assert meta["source"]["sha256"] and meta["steps"]["landmarks"]["faces_detected_fraction"] >= 0.99
+    for name in ("sheet.png", "blendshapes.png", "crop.png"):
+        assert (root / "qa" / name).stat().st_size > 5000
+
+
+def test_outputs_make_sense(may_subject):
+    _, root, _ = may_subject
+    ds = SubjectDataset(root, require=BUILT)
+    labels = ds.parsing(60)
+    nose = ds.landmarks[60, 1, :2].astype(int)
+    assert labels[nose[1], nose[0]] in (PARSING_LABELS["head"],)
+    assert labels[0, 0] == PARSING_LABELS["background"]
+    # Mouth opens and closes while she speaks: jawOpen varies over the clip.
+    jaw = ds.blendshapes[:, 25]
+    assert jaw.max() - jaw.min() > 0.2
+    # gt keeps the person and swaps the background for the plate.
+    person = labels != PARSING_LABELS["background"]
+    gt, frame = ds.gt(60).astype(int), ds.image(60).astype(int)
+    assert np.abs(gt - frame)[person].mean() < 6
+    split = json.loads((root / "splits.json").read_text())
+    assert split["val"] == list(range(125 - 12, 125)) and split["train"] == list(range(125 - 12))
+
+
+def test_resume_skips_and_force_reruns_dependents(may_subject):
+    from preprocess.run import preprocess
+
+    video, root, _ = may_subject
+    again = preprocess(video, root, PreprocessConfig(), progress=False)
+    assert {s.status for s in again.steps} == {"up to date", "not built yet"}
+    forced = preprocess(video, root, PreprocessConfig(), force=("background",), progress=False)
+    ran = [s.name for s in forced.steps if s.status == "ran"]
+    assert ran == ["background", "torso"]  # torso depends on background; splits do not
+    changed = preprocess(video, root, PreprocessConfig(val_fraction=0.2), progress=False)
+    assert [s.name for s in changed.steps if s.status == "ran"] == ["splits"]
+    assert len(json.loads((root / "splits.json").read_text())["val"]) == 25
+
+
+def test_interrupted_step_is_redone_and_nothing_else(may_subject, tmp_path, monkeypatch):
+    """A run killed in the middle of the torso step leaves the finished steps alone; the rerun redoes torso."""
+    import shutil
+
+    import preprocess.run as run_module
+    from preprocess.run import preprocess
+
+    video, root, _ = may_subject
+    copy = tmp_path / "subject"
+    shutil.copytree(root, copy)
+    original = run_module.run_torso
+
+    def interrupted(ctx):
+        ctx.writer.write_frame("torso", 0, np.zeros((512, 512, 3), np.uint8))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "PIPELINE", tuple(
+        run_module.Step(s.name, interrupted, s.depends, s.config_keys, s.reads_source, s.version)
+        if s.name == "torso" else s for s in run_module.PIPELINE))
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(video, copy, PreprocessConfig(), force=("torso",), progress=False)
+    meta = json.loads((copy / "meta.json").read_text())
+    assert "torso" not in meta["steps"] and meta["steps"]["background"]["done"]
+    monkeypatch.setattr(run_module, "PIPELINE", tuple(
+        run_module.Step(s.name, original, s.depends, s.config_keys, s.reads_source, s.version)
+        if s.name == "torso" else s for s in run_module.PIPELINE))
+    resumed = preprocess(video, copy, PreprocessConfig(), progress=False)
+    assert [s.name for s in resumed.steps if s.status == "ran"] == ["torso"]
+    ds = SubjectDataset(copy, require=BUILT)
+    assert ds.torso(0).mean() > 20  # the black frame written before the interruption was replaced
