@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
     report = run_demo(cfg, args.output)
     for name in report.stages_run:
         print(f"  done  {name:<11} {report.seconds[name]:6.1f} s")
+    for name in report.stages_blocked:
+        print(f"  skip  {name:<11} (model file missing: see the warning above)")
     for line in report.stages_next:
         print(f"  next  {line}  [not built yet]")
     print(f"video: {report.video.resolve() if report.video else '(none)'}")

@@ -29,6 +29,7 @@ class DemoReport:
     video: Path | None = None                               # the newest video the demo produced
     stages_run: list[str] = field(default_factory=list)
     stages_next: list[str] = field(default_factory=list)
+    stages_blocked: list[str] = field(default_factory=list)   # built, but a model file is missing
     seconds: dict[str, float] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)
 
@@ -89,10 +90,33 @@ def save_sample_sheet(clip, path: Path, n_shown: int = 6) -> Path:
     return path
 
 
+def stage_preprocess(cfg: SyncTalkConfig, report: DemoReport) -> None:
+    """sample.mp4 → demo_out/subject with the real preprocessing pipeline."""
+    from preprocess.run import preprocess
+
+    result = preprocess(report.out_dir / SAMPLE_VIDEO, report.out_dir / "subject", cfg.preprocess)
+    report.files.update(subject=result.root, qa_sheet=result.root / "qa" / "sheet.png")
+    pending = [s.name for s in result.steps if s.status == "not built yet"]
+    log.info("subject: %d frames -> %s%s", result.n_frames, result.root,
+             f" (steps not built yet: {', '.join(pending)})" if pending else "")
+
+
+def models_missing() -> str | None:
+    """Why the stages after `sample` cannot run here (a model file that cannot be had), or None."""
+    from synctalk import assets
+    from synctalk.errors import AssetError
+
+    try:
+        assets.fetch("face_landmarker")
+    except AssetError as exc:
+        return str(exc)
+    return None
+
+
 # (name, function or None while not built yet, what it will do)
 DEMO_STAGES: list[tuple[str, Callable[[SyncTalkConfig, DemoReport], None] | None, str]] = [
     ("sample", stage_sample, "make the built-in talking clip"),
-    ("preprocess", None, "sample.mp4 -> subject dataset (frames, landmarks, masks, poses, audio features)"),
+    ("preprocess", stage_preprocess, "sample.mp4 -> subject dataset (frames, landmarks, masks, plates, splits)"),
     ("train", None, "subject -> head and torso model (configs/demo.yaml)"),
     ("render", None, "model + new audio -> talking video"),
 ]
@@ -103,15 +127,24 @@ def run_demo(cfg: SyncTalkConfig, out_dir: str | Path) -> DemoReport:
     report = DemoReport(out_dir=Path(out_dir))
     report.out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, report.out_dir)
+    blocked = None
     for name, run, what in DEMO_STAGES:
         if run is None:
             report.stages_next.append(f"{name}: {what}")
+            continue
+        if name != "sample" and blocked is None:
+            blocked = models_missing() or ""
+        if blocked:
+            report.stages_blocked.append(name)
             continue
         start = time.perf_counter()
         run(cfg, report)
         report.seconds[name] = time.perf_counter() - start
         report.stages_run.append(name)
+    if report.stages_blocked:
+        log.warning("stages %s skipped: %s", ", ".join(report.stages_blocked), blocked)
     atomic_write_json(report.out_dir / "demo_report.json", {
-        "stages_run": report.stages_run, "stages_next": report.stages_next, "seconds": report.seconds,
+        "stages_run": report.stages_run, "stages_blocked": report.stages_blocked,
+        "stages_next": report.stages_next, "seconds": report.seconds,
         "files": {k: str(v) for k, v in report.files.items()}})
     return report

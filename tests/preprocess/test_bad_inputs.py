@@ -172,3 +172,20 @@ def test_variable_frame_rate(sample, tmp_path):
     assert crop["side"] == 256
     errors = [np.abs(ds.image(25).astype(int) - cv2.resize(sample.frames[k], (512, 512))).mean() for k in range(75)]
     assert abs(int(np.argmin(errors)) - 20) <= 1
+
+
+def test_multiple_faces_keep_the_main_subject(sample):
+    """A second, smaller face in the corner never takes over the track."""
+    from preprocess.landmarks import track_faces
+
+    frames = []
+    for k, frame in enumerate(sample.frames[:20]):
+        canvas = np.full((512, 512, 3), 100, np.uint8)
+        canvas[128:384, 128:384] = frame                                   # main subject, centred
+        small = cv2.resize(sample.frames[-1 - k], (150, 150), interpolation=cv2.INTER_AREA)
+        canvas[0:150, 362:512] = small                                     # someone else, top right
+        frames.append(canvas)
+    track = track_faces(iter(frames), len(frames), 25.0, progress=False)
+    assert (track.flags == 1).all()
+    centres = track.landmarks[:, :, :2].mean(axis=1)
+    assert (np.abs(centres - [256, 220]) < 60).all()  # always the centred face, never the corner one
