@@ -159,7 +159,6 @@ def run_parsing(ctx: Context) -> dict:
 
 def run_background(ctx: Context) -> dict:
     from preprocess.background import composite_gt, estimate_background
-
     from synctalk.io.images import write_image
 
     ds = ctx.dataset("frames", "parsing")
@@ -173,7 +172,6 @@ def run_background(ctx: Context) -> dict:
 
 def run_torso(ctx: Context) -> dict:
     from preprocess.torso import torso_plate
-
     from synctalk.io.images import read_image
 
     ds = ctx.dataset("frames", "parsing", "landmarks", "background")
