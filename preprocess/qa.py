@@ -107,3 +107,54 @@ def write_qa(root: str | Path) -> list[Path]:
     if (root / "qa" / "crop.png").is_file():
         written.append(root / "qa" / "crop.png")
     return written
+
+
+def pose_plot(estimate, fps: float, path: Path) -> None:
+    """Head angles and camera position over time, per-frame fit (thin) vs stabilised (thick)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = np.arange(len(estimate.c2w)) / fps
+    fig, axes = plt.subplots(2, 1, figsize=(12, 5.5), sharex=True)
+    for k, name in enumerate(("yaw", "pitch", "roll")):
+        axes[0].plot(t, estimate.euler_raw_deg[:, k], color=f"C{k}", lw=0.6, alpha=0.6)
+        axes[0].plot(t, estimate.euler_deg[:, k], color=f"C{k}", lw=1.6, label=name)
+    for k, name in enumerate(("x", "y", "z")):
+        axes[1].plot(t, estimate.c2w_raw[:, k, 3], color=f"C{k + 3}", lw=0.6, alpha=0.6)
+        axes[1].plot(t, estimate.c2w[:, k, 3], color=f"C{k + 3}", lw=1.6, label=f"camera {name}")
+    s = estimate.stats
+    axes[0].set(ylabel="degrees", title=f"head pose: thin = per-frame fit, thick = stabilised   "
+                                         f"(jitter {s['jitter_deg_raw']:.3f} -> {s['jitter_deg']:.3f} deg/frame^2, "
+                                         f"reprojection {s['reprojection_px_raw']:.2f} -> {s['reprojection_px']:.2f}"
+                                         f" px, focal {s['focal_px']:.0f} px)")
+    axes[1].set(ylabel="world units", xlabel="time (s)")
+    for ax in axes:
+        ax.legend(loc="upper right", fontsize=8, ncol=3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def head_axes_sheet(ds: SubjectDataset, c2w: np.ndarray, c2w_raw: np.ndarray, K: np.ndarray, path: Path,
+                    n_frames: int = 6) -> None:
+    """Sampled frames with the head's world axes projected (x red, y green, z blue, 0.5 units long): thick for
+    the stabilised pose, thin for the per-frame fit."""
+    import cv2
+
+    picks = np.linspace(0, len(ds) - 1, min(n_frames, len(ds))).round().astype(int)
+    axes = np.array([[0, 0, 0], [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5]], np.float64)
+    tiles = []
+    for i in picks:
+        image = ds.image(i).copy()
+        for poses, thickness in ((c2w_raw, 1), (c2w, 3)):
+            w2c = np.linalg.inv(poses[i].astype(np.float64))
+            cam = axes @ w2c[:3, :3].T + w2c[:3, 3]
+            uv = cam[:, :2] / cam[:, 2:3] * np.diag(K)[:2] + K[:2, 2]
+            for k, colour in ((1, (255, 40, 40)), (2, (40, 255, 40)), (3, (40, 80, 255))):
+                cv2.line(image, tuple(np.round(uv[0]).astype(int)), tuple(np.round(uv[k]).astype(int)), colour,
+                         thickness, cv2.LINE_AA)
+        tiles.append(_tile(image, f"frame {i}"))
+    write_image(path, np.concatenate(tiles, axis=1))

@@ -186,6 +186,30 @@ def run_torso(ctx: Context) -> dict:
     return {}
 
 
+def run_pose(ctx: Context) -> dict:
+    from preprocess.pose import estimate_head_poses
+    from preprocess.qa import head_axes_sheet, pose_plot
+
+    ds = ctx.dataset("frames", "landmarks")
+    cfg = ctx.cfg
+    estimate = estimate_head_poses(
+        np.asarray(ds.landmarks), np.asarray(ds.face_flags), ds.width, ds.height,
+        frames=lambda: ctx.frames(ds), focal_range=tuple(cfg.pose_focal_range), smoothness=cfg.pose_smoothness,
+        track_points=cfg.pose_track_points, iterations=cfg.pose_iterations)
+    ctx.writer.save_array("poses.npy", estimate.c2w)
+    ctx.writer.save_array("poses_raw.npy", estimate.c2w_raw)
+    ctx.writer.save_array("pose_errors.npy", np.stack([estimate.error_raw_px, estimate.error_px], 1))
+    K = estimate.K
+    ctx.writer.write_json("intrinsics.json", {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2],
+                                              "width": ds.width, "height": ds.height})
+    ctx.writer.update_meta(pose={k: v for k, v in estimate.stats.items() if not k.startswith("scan")})
+    if cfg.qa:
+        pose_plot(estimate, ds.fps, ctx.root / "qa" / "pose.png")
+        head_axes_sheet(ds, estimate.c2w, estimate.c2w_raw, K, ctx.root / "qa" / "pose_axes.png")
+    return {k: estimate.stats[k] for k in ("focal_px", "reprojection_px_raw", "reprojection_px", "jitter_deg_raw",
+                                           "jitter_deg", "tracks")}
+
+
 def run_splits(ctx: Context) -> dict:
     ds = ctx.dataset("landmarks")
     n = len(ds)
@@ -217,7 +241,8 @@ PIPELINE: tuple[Step, ...] = (
     Step("parsing", run_parsing, ("frames", "landmarks"), ("parser",)),
     Step("background", run_background, ("frames", "parsing"), ("background_samples",)),
     Step("torso", run_torso, ("frames", "parsing", "landmarks", "background")),
-    Step("pose", None, ("landmarks",), pending_note="Head-Sync Stabilizer (camera intrinsics + poses)"),
+    Step("pose", run_pose, ("frames", "landmarks"),
+         ("pose_focal_range", "pose_smoothness", "pose_track_points", "pose_iterations")),
     Step("audio_features", None, ("audio",), pending_note="Face-Sync Controller audio features"),
     Step("splits", run_splits, ("landmarks",), ("val_fraction",)),
 )

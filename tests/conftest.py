@@ -82,6 +82,7 @@ def make_subject(tmp_path):
         if "pose" in steps:
             writer.save_array("poses.npy", np.tile(np.eye(4), (n_frames, 1, 1)))
             writer.save_array("poses_raw.npy", np.tile(np.eye(4), (n_frames, 1, 1)))
+            writer.save_array("pose_errors.npy", np.ones((n_frames, 2)))
             writer.write_json("intrinsics.json", {"fx": 30.0, "fy": 30.0, "cx": width / 2, "cy": height / 2,
                                                   "width": width, "height": height})
             writer.mark_step("pose")

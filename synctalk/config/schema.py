@@ -40,6 +40,12 @@ class PreprocessConfig:
                                         "both to the shorter instead of failing.")
     parser: str = knob("mediapipe", "Face/body parser for the parsing masks.")
     background_samples: int = knob(120, "Frames sampled over the clip to estimate the background plate.")
+    pose_focal_range: list[float] = knob([0.8, 3.0], "Focal-length search range, multiples of the frame width "
+                                                    "(SyncTalk scans 500-1450 px at 512).")
+    pose_smoothness: float = knob(2.0, "Weight of the Head-Sync Stabilizer's temporal prior (0: off).")
+    pose_track_points: int = knob(80, "Optical-flow keypoints tracked on the rigid head region (0: landmarks "
+                                      "only).")
+    pose_iterations: int = knob(300, "L-BFGS iterations of the head-pose bundle adjustment.")
     val_fraction: float = knob(0.1, "Last part of the clip held out for validation (fraction of frames).")
     workers: int = knob(2, "Worker threads for per-frame steps.")
     qa: bool = knob(True, "Write QA contact sheets and plots to SUBJECT/qa/.")

@@ -78,6 +78,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("pose", arrays=(
         ArraySpec("poses.npy", ("N", 4, 4), "float32"),
         ArraySpec("poses_raw.npy", ("N", 4, 4), "float32"),
+        ArraySpec("pose_errors.npy", ("N", 2), "float32"),
     ), files=("intrinsics.json",)),
     Step("audio_features", arrays=(ArraySpec("audio_features.npy", ("N", "..."), "float32"),),
          files=("audio_features.json",)),
