@@ -141,7 +141,7 @@ def run_parsing(ctx: Context) -> dict:
     ds = ctx.dataset("frames", "landmarks")
     parser = make_parser(ctx.cfg.parser)
     ctx.writer.clear_frame_dir("parsing")
-    labels = parse_frames(ctx.frames(ds), ds.landmarks, ds.face_flags, parser=parser)
+    labels = parse_frames(ctx.frames(ds), ds.landmarks, ds.face_flags, parser=parser, workers=ctx.cfg.workers)
     from tqdm import tqdm
 
     # Parsing is sequential (temporal smoothing); PNG encoding overlaps it on the worker threads.

@@ -97,3 +97,16 @@ def make_subject(tmp_path):
         return writer.root
 
     return build
+
+
+@pytest.fixture(scope="session")
+def may_subject(tmp_path_factory):
+    """`synctalk preprocess` on the real 5 s clip, once per test session: (video, subject dir, report)."""
+    from preprocess.run import preprocess
+    from synctalk.config import PreprocessConfig
+
+    video = real_file("video/may_5s_25fps.mp4")
+    real_file("models/face_landmarker.task")
+    root = tmp_path_factory.mktemp("may") / "subject"
+    report = preprocess(video, root, PreprocessConfig(), progress=False)
+    return video, root, report

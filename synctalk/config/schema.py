@@ -39,7 +39,7 @@ class PreprocessConfig:
     trim_to_shorter: bool = knob(False, "When audio and video lengths differ by more than av_tolerance_s, cut "
                                         "both to the shorter instead of failing.")
     parser: str = knob("mediapipe", "Face/body parser for the parsing masks.")
-    background_samples: int = knob(120, "Frames sampled over the clip to estimate the background plate.")
+    background_samples: int = knob(60, "Frames sampled over the clip to estimate the background plate.")
     pose_focal_range: list[float] = knob([0.8, 3.0], "Focal-length search range, multiples of the frame width "
                                                     "(SyncTalk scans 500-1450 px at 512).")
     pose_smoothness: float = knob(2.0, "Weight of the Head-Sync Stabilizer's temporal prior (0: off).")

@@ -6,29 +6,18 @@ import json
 
 import numpy as np
 import pytest
-from conftest import real_file
 
 from synctalk.config import PreprocessConfig
 from synctalk.data import SubjectDataset
 from synctalk.data.contract import FACE_MISSING, PARSING_LABELS
 
-BUILT = ("frames", "audio", "landmarks", "parsing", "background", "torso", "splits")
-
-
-@pytest.fixture(scope="module")
-def may_subject(tmp_path_factory):
-    from preprocess.run import preprocess
-
-    video = real_file("video/may_5s_25fps.mp4")
-    root = tmp_path_factory.mktemp("may") / "subject"
-    report = preprocess(video, root, PreprocessConfig(), progress=False)
-    return video, root, report
+BUILT = ("frames", "audio", "landmarks", "parsing", "background", "torso", "pose", "splits")
 
 
 def test_all_built_steps_ran_and_the_subject_validates(may_subject):
     _, root, report = may_subject
     assert [s.name for s in report.steps if s.status == "ran"] == list(BUILT)
-    assert {s.name for s in report.steps if s.status == "not built yet"} == {"pose", "audio_features"}
+    assert {s.name for s in report.steps if s.status == "not built yet"} == {"audio_features"}
     ds = SubjectDataset(root, require=BUILT)
     assert (len(ds), ds.fps, ds.width, ds.height) == (125, 25.0, 512, 512)
     assert (ds.face_flags != FACE_MISSING).mean() >= 0.99
@@ -36,7 +25,7 @@ def test_all_built_steps_ran_and_the_subject_validates(may_subject):
     meta = json.loads((root / "meta.json").read_text())
     assert meta["crop"] == {"x0": 0, "y0": 0, "side": 512, "source_width": 512, "source_height": 512}
     assert meta["source"]["sha256"] and meta["steps"]["landmarks"]["faces_detected_fraction"] >= 0.99
-    for name in ("sheet.png", "blendshapes.png", "crop.png"):
+    for name in ("sheet.png", "blendshapes.png", "crop.png", "pose.png", "pose_axes.png"):
         assert (root / "qa" / name).stat().st_size > 5000
 
 
