@@ -36,6 +36,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of the record (not the stream of when it was created), so
+    a redirected or replaced stderr (pytest capture, notebooks) keeps working."""
+
+    def __init__(self):
+        super().__init__()
+
+    @property
+    def stream(self):
+        import sys
+
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging(verbosity: int = 0) -> None:
     """verbosity: -1 quiet (warnings only), 0 info, 1+ debug. Logs go to stderr: rich on a terminal, plain
     unwrapped lines otherwise (CI logs, pipes)."""
@@ -49,7 +67,7 @@ def setup_logging(verbosity: int = 0) -> None:
         handler: logging.Handler = RichHandler(console=Console(stderr=True), show_path=False, show_time=False,
                                                markup=False, rich_tracebacks=verbosity > 0)
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     root = logging.getLogger("synctalk")
     root.handlers[:] = [handler]
