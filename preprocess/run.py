@@ -287,8 +287,12 @@ def downstream(names: set[str]) -> set[str]:
 
 
 def preprocess(video: str | Path, out_dir: str | Path, cfg: PreprocessConfig, audio: str | Path | None = None,
-               force: tuple[str, ...] = (), progress: bool = True) -> PreprocessReport:
-    """Turn `video` (+ optional separate `audio`) into the subject directory `out_dir`; see module docstring."""
+               force: tuple[str, ...] = (), progress: bool = True, full_config=None) -> PreprocessReport:
+    """Turn `video` (+ optional separate `audio`) into the subject directory `out_dir`; see module docstring.
+
+    The resolved config is saved as `out_dir/config.yaml`: `full_config` (a SyncTalkConfig) when given, else
+    the defaults with this `cfg` as the preprocess section.
+    """
     from synctalk.config import SyncTalkConfig, save_config
 
     start = time.perf_counter()
@@ -304,7 +308,7 @@ def preprocess(video: str | Path, out_dir: str | Path, cfg: PreprocessConfig, au
 
     lengths = check_lengths(video, info, audio_path, cfg.fps, cfg.av_tolerance_s, cfg.trim_to_shorter)
     writer = SubjectWriter(out_dir)
-    save_config(SyncTalkConfig(preprocess=cfg), writer.root, "preprocess_config.yaml")
+    save_config(full_config if full_config is not None else SyncTalkConfig(preprocess=cfg), writer.root)
     ctx = Context(video, audio_path, writer, cfg, info, progress, lengths.max_frames)
     forced = downstream(set(CONTRACT_STEPS) if "all" in force else set(force))
     reports = []

@@ -42,11 +42,14 @@ def bench_clip(video: Path, workers: int, audio: Path | None) -> dict:
     cfg = PreprocessConfig(workers=workers)
     with tempfile.TemporaryDirectory() as tmp:
         report = preprocess(video, Path(tmp) / "subject", cfg, audio=audio, force=("all",), progress=False)
+        meta = json.loads((Path(tmp) / "subject" / "meta.json").read_text())
     steps = {s.name: {"seconds": s.seconds, "fps": report.n_frames / s.seconds if s.seconds else None}
              for s in report.steps if s.status == "ran"}
     preprocess_s = sum(s["seconds"] for s in steps.values())
     return {"clip": video.name, "frames": report.n_frames, "steps": steps, "steps_total_s": preprocess_s,
             "total_fps": report.n_frames / preprocess_s, "wall_s": report.seconds,
+            "faces_detected_fraction": meta["steps"]["landmarks"]["faces_detected_fraction"],
+            "pose": meta.get("pose", {}),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "peak_child_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
@@ -54,7 +57,7 @@ def bench_clip(video: Path, workers: int, audio: Path | None) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("videos", nargs="*", type=Path, help="clips (default: the 512x512 test clips)")
-    parser.add_argument("--audio", type=Path, help="speech for a silent clip")
+    parser.add_argument("--audio", type=Path, help="speech for a silent clip (with one video argument)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -72,6 +75,17 @@ def main() -> int:
         cells = [f"{clip['steps'][s]['fps']:.1f}" if s in clip["steps"] else "" for s in step_names]
         print(f"| {clip['clip']} | {clip['frames']} | " + " | ".join(cells)
               + f" | {clip['total_fps']:.1f} | {clip['wall_s']:.1f} | {clip['peak_rss_mb']:.0f} |")
+    print("\nHead-Sync Stabilizer (rigid landmarks; jitter = RMS 2nd difference of head angles, deg/frame^2)")
+    print("| clip | faces found | focal px | reprojection px raw -> stabilised | jitter raw -> stabilised | "
+          "jitter reduction |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for clip in results["clips"]:
+        pose = clip["pose"]
+        if pose:
+            print(f"| {clip['clip']} | {clip['faces_detected_fraction']:.1%} | {pose['focal_px']:.0f} | "
+                  f"{pose['reprojection_px_raw']:.3f} -> {pose['reprojection_px']:.3f} | "
+                  f"{pose['jitter_deg_raw']:.4f} -> {pose['jitter_deg']:.4f} | "
+                  f"{pose['jitter_deg_raw'] / pose['jitter_deg']:.2f}x |")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

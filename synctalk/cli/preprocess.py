@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         args.overrides.append(f"preprocess.workers={args.workers}")
     cfg = resolve_config(args)
     report = preprocess(args.video, args.output, cfg.preprocess, audio=args.audio, force=tuple(args.force),
-                        progress=verbosity(args) >= 0)
+                        progress=verbosity(args) >= 0, full_config=cfg)
     print_summary(report)
     return 0
 

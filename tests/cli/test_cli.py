@@ -116,3 +116,22 @@ def test_cuda_request_without_gpu_is_a_usage_error(capsys, tmp_path):
         pytest.skip("this machine has a GPU; the error path is for CPU-only machines")
     code, _, err = run(["demo", "-o", str(tmp_path), "--device", "cuda"], capsys)
     assert code == 2 and "--device cuda was requested but torch sees no CUDA GPU" in err
+
+
+def test_preprocess_command(may_subject, capsys, tmp_path):
+    """The CLI on an already processed subject: everything is up to date, the summary and config are written;
+    bad input exits 2 with the reason."""
+    import shutil
+
+    from synctalk.config import SyncTalkConfig, load_config
+
+    video, root, _ = may_subject
+    copy = tmp_path / "subject"
+    shutil.copytree(root, copy)
+    code, out, _ = run(["preprocess", str(video), "-o", str(copy), "-q", "--seed", "5"], capsys)
+    assert code == 0 and "up to date" in out and "(125 frames @ 25 fps)" in out
+    assert load_config(SyncTalkConfig, copy / "config.yaml").seed == 5
+    code, _, err = run(["preprocess", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "x")], capsys)
+    assert code == 2 and "missing.mp4: file not found" in err
+    code, _, err = run(["preprocess", str(video), "-o", str(copy), "--force", "landmark"], capsys)
+    assert code == 2 and "unknown step(s) landmark" in err
