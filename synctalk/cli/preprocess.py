@@ -42,7 +42,7 @@ def print_summary(report) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{report.root}  ({report.n_frames} frames @ {report.fps:g} fps)")
+    table = Table(title="synctalk preprocess")
     for column in ("step", "status", "seconds", "frames/s", "notes"):
         table.add_column(column, justify="right" if column in ("seconds", "frames/s") else "left")
     for step in report.steps:
@@ -53,4 +53,5 @@ def print_summary(report) -> None:
         table.add_row(step.name, step.status, f"{step.seconds:.1f}" if step.seconds else "", fps, notes)
     console = Console()
     console.print(table)
-    console.print(f"total {report.seconds:.1f} s; QA pictures in {report.root / 'qa'}")
+    print(f"{report.root}: {report.n_frames} frames @ {report.fps:g} fps, total {report.seconds:.1f} s; "
+          f"QA pictures in {report.root / 'qa'}")

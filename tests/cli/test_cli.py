@@ -129,7 +129,7 @@ def test_preprocess_command(may_subject, capsys, tmp_path):
     copy = tmp_path / "subject"
     shutil.copytree(root, copy)
     code, out, _ = run(["preprocess", str(video), "-o", str(copy), "-q", "--seed", "5"], capsys)
-    assert code == 0 and "up to date" in out and "(125 frames @ 25 fps)" in out
+    assert code == 0 and "up to date" in out and f"{copy}: 125 frames @ 25 fps" in out
     assert load_config(SyncTalkConfig, copy / "config.yaml").seed == 5
     code, _, err = run(["preprocess", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "x")], capsys)
     assert code == 2 and "missing.mp4: file not found" in err

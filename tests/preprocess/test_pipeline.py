@@ -47,10 +47,14 @@ def test_outputs_make_sense(may_subject):
     assert split["val"] == list(range(125 - 12, 125)) and split["train"] == list(range(125 - 12))
 
 
-def test_resume_skips_and_force_reruns_dependents(may_subject):
+def test_resume_skips_and_force_reruns_dependents(may_subject, tmp_path):
+    import shutil
+
     from preprocess.run import preprocess
 
-    video, root, _ = may_subject
+    video, shared, _ = may_subject
+    root = tmp_path / "subject"
+    shutil.copytree(shared, root)  # the session's subject stays as it was for other tests
     again = preprocess(video, root, PreprocessConfig(), progress=False)
     assert {s.status for s in again.steps} == {"up to date", "not built yet"}
     forced = preprocess(video, root, PreprocessConfig(), force=("background",), progress=False)
