@@ -70,7 +70,7 @@ def rigid_errors(model_rigid: np.ndarray, observed: np.ndarray, rotations: np.nd
 
 def estimate_head_poses(landmarks: np.ndarray, flags: np.ndarray, width: int, height: int,
                         frames: Callable[[], Iterable[np.ndarray]] | None = None,
-                        focal_range: tuple[float, float] = (0.8, 3.0), smoothness: float = 1.0,
+                        focal_range: tuple[float, float] = (0.8, 3.0), smoothness: float = 2.0,
                         track_points: int = 80, iterations: int = 300, task_path=None) -> PoseEstimate:
     """Estimate intrinsics and stabilised head poses for a clip (see the module docstring).
 
