@@ -127,7 +127,7 @@ def write_frames(video: Path, info: MediaInfo, crop: Crop, subject, fps: float, 
                          size=(size, size), max_frames=max_frames)
     count = 0
     with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=expected, desc="frames", unit="frame",
-                                                           disable=not progress, leave=False) as bar:
+                                                           disable=None if progress else True, leave=False) as bar:
         pending = []
         for index, frame in enumerate(frames):
             pending.append(pool.submit(subject.write_frame, "frames", index, frame))

@@ -104,7 +104,7 @@ def track_faces(frames: Iterable[np.ndarray], n_frames: int, fps: float, progres
     flags = np.full(n_frames, FACE_MISSING, np.uint8)
     with FaceLandmarker(fps, model_path) as landmarker:
         for index, frame in enumerate(tqdm(frames, total=n_frames, desc="landmarks", unit="frame",
-                                           disable=not progress, leave=False)):
+                                           disable=None if progress else True, leave=False)):
             found = landmarker(frame)
             if found is not None:
                 landmarks[index], blendshapes[index], transforms[index] = found

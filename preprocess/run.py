@@ -72,7 +72,7 @@ class Context:
 
         with ThreadPoolExecutor(max(1, self.cfg.workers)) as pool:
             list(tqdm(pool.map(task, range(n_frames)), total=n_frames, desc=desc, unit="frame",
-                      disable=not self.progress, leave=False))
+                      disable=None if self.progress else True, leave=False))
 
 
 # ---------------------------------------------------------------------------------------------------- steps
@@ -148,7 +148,7 @@ def run_parsing(ctx: Context) -> dict:
     with ThreadPoolExecutor(max(1, ctx.cfg.workers)) as pool:
         pending = []
         for index, label_map in enumerate(tqdm(labels, total=len(ds), desc="parsing", unit="frame",
-                                               disable=not ctx.progress, leave=False)):
+                                               disable=None if ctx.progress else True, leave=False)):
             pending.append(pool.submit(ctx.writer.write_frame, "parsing", index, label_map))
             if len(pending) > 4 * ctx.cfg.workers:
                 pending.pop(0).result()

@@ -123,8 +123,8 @@ def _download(asset: Asset, path: Path, progress: bool) -> None:
     digest = hashlib.sha256()
     with atomic_path(path) as tmp, urllib.request.urlopen(asset.url, timeout=60) as response:
         total = int(response.headers.get("Content-Length") or asset.size_bytes)
-        with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, disable=not progress,
-                                          desc=f"downloading {asset.filename}") as bar:
+        with open(tmp, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {asset.filename}",
+                                          disable=None if progress else True) as bar:
             for block in iter(lambda: response.read(1 << 16), b""):
                 out.write(block)
                 digest.update(block)

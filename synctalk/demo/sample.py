@@ -232,7 +232,8 @@ def make_sample_clip(seconds: float = 6.0, size: int = 256, fps: float = 25.0, s
 
     frames = [move_head(open_mouth(crop, points, float(mouth_open[i])), points, float(roll[i]),
                         (float(shift[i, 0]), float(shift[i, 1])))
-              for i in tqdm(range(n_frames), desc="sample frames", unit="frame", disable=not progress, leave=False)]
+              for i in tqdm(range(n_frames), desc="sample frames", unit="frame", disable=None if progress else True,
+                            leave=False)]
     return SampleClip(frames=frames, audio=audio, fps=fps, mouth_open=mouth_open,
                       head_roll_deg=roll.astype(np.float32), head_shift_px=shift.astype(np.float32),
                       notes={"portrait": "skimage.data.astronaut (public domain)", "crop_xys": [x0, y0, side]})
