@@ -9,7 +9,6 @@ can be pasted back into the original frames.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,18 +124,9 @@ def write_frames(video: Path, info: MediaInfo, crop: Crop, subject, fps: float, 
     expected = int(round(info.duration_s * fps)) if max_frames is None else max_frames
     frames = read_frames(video, fps=fps, info=info, crop=(crop.x0, crop.y0, crop.side, crop.side),
                          size=(size, size), max_frames=max_frames)
-    count = 0
-    with ThreadPoolExecutor(max(1, workers)) as pool, tqdm(total=expected, desc="frames", unit="frame",
-                                                           disable=None if progress else True, leave=False) as bar:
-        pending = []
-        for index, frame in enumerate(frames):
-            pending.append(pool.submit(subject.write_frame, "frames", index, frame))
-            count += 1
-            bar.update(1)
-            if len(pending) > 4 * max(1, workers):  # bounded queue: memory stays flat on long clips
-                pending.pop(0).result()
-        for future in pending:
-            future.result()
+    with tqdm(frames, total=expected, desc="frames", unit="frame", disable=None if progress else True,
+              leave=False) as stream:
+        count = subject.write_frames("frames", stream, workers)
     if count == 0:
         raise MediaError(f"{video}: no frames could be decoded")
     return count

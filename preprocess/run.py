@@ -52,12 +52,10 @@ class Context:
         return SubjectDataset(self.root, require=require, cache_frames=0)
 
     def file_hash(self, path: Path) -> str:
+        from synctalk.assets import sha256_of
+
         if path not in self._hashes:
-            digest = hashlib.sha256()
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
-            self._hashes[path] = digest.hexdigest()
+            self._hashes[path] = sha256_of(path)
         return self._hashes[path]
 
     def frames(self, ds: SubjectDataset) -> Iterator[np.ndarray]:
@@ -141,19 +139,12 @@ def run_parsing(ctx: Context) -> dict:
     ds = ctx.dataset("frames", "landmarks")
     parser = make_parser(ctx.cfg.parser)
     ctx.writer.clear_frame_dir("parsing")
-    labels = parse_frames(ctx.frames(ds), ds.landmarks, ds.face_flags, parser=parser, workers=ctx.cfg.workers)
     from tqdm import tqdm
 
-    # Parsing is sequential (temporal smoothing); PNG encoding overlaps it on the worker threads.
-    with ThreadPoolExecutor(max(1, ctx.cfg.workers)) as pool:
-        pending = []
-        for index, label_map in enumerate(tqdm(labels, total=len(ds), desc="parsing", unit="frame",
-                                               disable=None if ctx.progress else True, leave=False)):
-            pending.append(pool.submit(ctx.writer.write_frame, "parsing", index, label_map))
-            if len(pending) > 4 * ctx.cfg.workers:
-                pending.pop(0).result()
-        for future in pending:
-            future.result()
+    labels = parse_frames(ctx.frames(ds), ds.landmarks, ds.face_flags, parser=parser, workers=ctx.cfg.workers)
+    # Parsing runs in order (temporal smoothing); PNG encoding overlaps it on the worker threads.
+    ctx.writer.write_frames("parsing", tqdm(labels, total=len(ds), desc="parsing", unit="frame",
+                                            disable=None if ctx.progress else True, leave=False), ctx.cfg.workers)
     return {"parser": ctx.cfg.parser}
 
 

@@ -431,6 +431,24 @@ class SubjectWriter:
         write_image(path, image)
         return path
 
+    def write_frames(self, folder: str, images: Iterable[np.ndarray], workers: int = 1) -> int:
+        """Write images 0, 1, 2... of an iterable to `folder` on `workers` threads, so that encoding overlaps
+        producing them; at most a few images wait at a time, so memory stays flat on long clips. Returns the count."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        workers = max(1, workers)
+        count = 0
+        with ThreadPoolExecutor(workers) as pool:
+            pending: list = []
+            for index, image in enumerate(images):
+                pending.append(pool.submit(self.write_frame, folder, index, image))
+                count += 1
+                if len(pending) > 4 * workers:
+                    pending.pop(0).result()
+            for future in pending:
+                future.result()
+        return count
+
     def save_array(self, filename: str, array: np.ndarray) -> Path:
         specs = {spec.filename: spec for step in STEPS.values() for spec in step.arrays}
         array = np.asarray(array)
