@@ -77,7 +77,7 @@ def blendshape_plot(ds: SubjectDataset, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from preprocess.landmarks import runs
+    from synctalk.face.landmarks import runs
 
     t = np.arange(len(ds)) / ds.fps
     fig, ax = plt.subplots(figsize=(12, 3.2))

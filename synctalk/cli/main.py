@@ -48,7 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     from synctalk.runtime import setup_logging
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # KEY=VALUE overrides may also come after options (`... -o out sync.lr=1e-4`)
+    overrides = [item for item in extra if "=" in item and not item.startswith("-")]
+    if len(overrides) < len(extra) or (overrides and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if overrides:
+        args.overrides = list(args.overrides) + overrides
     setup_logging(verbosity(args))
     try:
         return int(args.handler(args) or 0)

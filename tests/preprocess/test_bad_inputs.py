@@ -42,8 +42,11 @@ def _video(tmp_path, name, frames, audio=None, fps=25.0):
 
 def _run(video, tmp_path, audio=None, **cfg):
     from preprocess.run import preprocess
+    from synctalk.config import AudioConfig, SyncTalkConfig
 
-    return preprocess(video, tmp_path / "subject", PreprocessConfig(**{**FAST, **cfg}), audio=audio, progress=False)
+    config = SyncTalkConfig(preprocess=PreprocessConfig(**{**FAST, **cfg}), audio=AudioConfig(backend="mel"))
+    return preprocess(video, tmp_path / "subject", config.preprocess, audio=audio, progress=False,
+                      full_config=config)
 
 
 def test_no_face_anywhere(tmp_path):
@@ -176,7 +179,7 @@ def test_variable_frame_rate(sample, tmp_path):
 
 def test_multiple_faces_keep_the_main_subject(sample):
     """A second, smaller face in the corner never takes over the track."""
-    from preprocess.landmarks import track_faces
+    from synctalk.face.landmarks import track_faces
 
     frames = []
     for k, frame in enumerate(sample.frames[:20]):

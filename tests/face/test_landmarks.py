@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from preprocess.landmarks import FaceTrack, fill_gaps, runs, smooth_track
+from synctalk.face.landmarks import FaceTrack, fill_gaps, runs, smooth_track
 from synctalk.data.contract import FACE_DETECTED, FACE_INTERPOLATED, FACE_MISSING
 
 

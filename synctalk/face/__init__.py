@@ -1,0 +1,1 @@
+"""Face tracking shared by preprocessing, sync scoring and evaluation (MediaPipe Face Landmarker)."""
