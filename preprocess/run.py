@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synctalk.config import PreprocessConfig
+from synctalk.config import PreprocessConfig, SyncTalkConfig
 from synctalk.data import STEPS as CONTRACT_STEPS
 from synctalk.data import SubjectDataset, SubjectWriter
 from synctalk.data.contract import FACE_MISSING
@@ -42,6 +42,7 @@ class Context:
     info: MediaInfo
     progress: bool = True
     max_frames: int | None = None
+    full: SyncTalkConfig = field(default_factory=SyncTalkConfig)  # other sections (audio, sync, seed)
     _hashes: dict[Path, str] = field(default_factory=dict)
 
     @property
@@ -106,7 +107,7 @@ def run_audio(ctx: Context) -> dict:
 
 
 def run_landmarks(ctx: Context) -> dict:
-    from preprocess.landmarks import fill_gaps, runs, smooth_track, track_faces
+    from synctalk.face.landmarks import fill_gaps, runs, smooth_track, track_faces
 
     ds = ctx.dataset("frames")
     n = len(ds)
@@ -214,6 +215,55 @@ def run_splits(ctx: Context) -> dict:
     return {"train": len(train), "val": len(val)}
 
 
+def run_audio_features(ctx: Context) -> dict:
+    from synctalk.audio.features import compute_features
+    from synctalk.audio.mel import melspectrogram, silent_fraction
+
+    ds = ctx.dataset("frames", "audio", "landmarks")
+    audio_cfg = ctx.full.audio
+    samples = ds.audio()
+    silent = silent_fraction(melspectrogram(samples, ds.sample_rate_hz))
+    if silent > 0.9:
+        log.warning("%s: %.0f%% of the audio is silent; lip sync cannot be learnt from it", ctx.root / "audio.wav",
+                    100 * silent)
+    stats: dict = {"backend": audio_cfg.backend, "silent_fraction": round(silent, 4)}
+    checkpoint = Path(audio_cfg.sync_checkpoint) if audio_cfg.sync_checkpoint else None
+    if audio_cfg.backend == "ave" and checkpoint is None:
+        checkpoint, stats["sync_train"] = train_subject_sync_model(ctx, ds)
+    features = compute_features(audio_cfg.backend, samples, ds.sample_rate_hz, len(ds), ds.fps,
+                                checkpoint=checkpoint, batch=audio_cfg.feature_batch, progress=ctx.progress)
+    ctx.writer.save_array("audio_features.npy", features.features)
+    ctx.writer.write_json("audio_features.json", features.info)
+    return {**stats, "shape": list(features.features.shape)}
+
+
+def train_subject_sync_model(ctx: Context, ds: SubjectDataset) -> tuple[Path, dict]:
+    """Train the sync model on the subject's own clip, minus the validation tail (which stays unseen, so the
+    model can judge renders of it), within `sync.subject_budget_minutes`. Resumes an interrupted run of the
+    same inputs; a run on other inputs is replaced."""
+    from synctalk.audio.sync_data import clip_from_subject
+    from synctalk.audio.sync_train import train_sync_model
+
+    done = ctx.writer.read_meta().get("steps", {})
+    inputs = {"depends": [done.get(d, {}).get("run_id") for d in ("frames", "audio", "landmarks")],
+              "sync": asdict(ctx.full.sync), "seed": ctx.full.seed, "val_fraction": ctx.cfg.val_fraction}
+    tag = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
+    clip = clip_from_subject(ctx.root, ctx.progress)
+    n_train = len(clip) - int(round(len(clip) * ctx.cfg.val_fraction))
+    train, held = clip.subset(0, n_train, "train"), clip.subset(n_train, len(clip), "val")
+    log.info("training the sync model on %d frames of the subject (budget %.1f min)", n_train,
+             ctx.full.sync.subject_budget_minutes)
+    checkpoint = ctx.root / "sync.pt"
+    report = train_sync_model([train], checkpoint, ctx.full.sync, held_out=[held] if len(held.centres) else None,
+                              budget_minutes=ctx.full.sync.subject_budget_minutes, seed=ctx.full.seed,
+                              progress=ctx.progress, log_dir=ctx.root / "logs" / "sync", tag=tag)
+    stats = {"steps": report.steps, "seconds": round(report.seconds, 1), "loss": round(report.loss, 4),
+             "accuracy": round(report.accuracy, 3), "samples_per_s": round(report.samples_per_s, 1)}
+    if report.history:
+        stats["val"] = report.history[-1].get("val")
+    return checkpoint, stats
+
+
 @dataclass(frozen=True)
 class Step:
     name: str
@@ -234,7 +284,8 @@ PIPELINE: tuple[Step, ...] = (
     Step("torso", run_torso, ("frames", "parsing", "landmarks", "background")),
     Step("pose", run_pose, ("frames", "landmarks"),
          ("pose_focal_range", "pose_smoothness", "pose_track_points", "pose_iterations")),
-    Step("audio_features", None, ("audio",), pending_note="Face-Sync Controller audio features"),
+    Step("audio_features", run_audio_features, ("frames", "audio", "landmarks"),
+         ("val_fraction", "audio.backend", "audio.sync_checkpoint", "sync", "seed")),
     Step("splits", run_splits, ("landmarks",), ("val_fraction",)),
 )
 assert tuple(s.name for s in PIPELINE) == tuple(CONTRACT_STEPS), "pipeline and dataset contract disagree"
@@ -258,14 +309,21 @@ class PreprocessReport:
 
 
 def signature(step: Step, ctx: Context, done: dict) -> str:
-    cfg = asdict(ctx.cfg)
-    parts = {"step": step.name, "version": step.version, "config": {k: cfg[k] for k in step.config_keys},
+    cfg, full = asdict(ctx.cfg), asdict(ctx.full)
+    parts = {"step": step.name, "version": step.version,
+             "config": {k: _lookup(full, k) if "." in k or k in full else cfg[k] for k in step.config_keys},
              "depends": {d: done.get(d, {}).get("run_id") for d in step.depends}}
     if step.reads_source:
         parts["video"] = ctx.file_hash(ctx.video)
         parts["audio"] = ctx.file_hash(ctx.audio) if ctx.audio else None
         parts["max_frames"] = ctx.max_frames
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _lookup(tree: dict, dotted: str):
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
 
 
 def downstream(names: set[str]) -> set[str]:
@@ -284,7 +342,7 @@ def preprocess(video: str | Path, out_dir: str | Path, cfg: PreprocessConfig, au
     The resolved config is saved as `out_dir/config.yaml`: `full_config` (a SyncTalkConfig) when given, else
     the defaults with this `cfg` as the preprocess section.
     """
-    from synctalk.config import SyncTalkConfig, save_config
+    from synctalk.config import save_config
 
     start = time.perf_counter()
     unknown = [s for s in force if s not in CONTRACT_STEPS and s != "all"]
@@ -299,8 +357,9 @@ def preprocess(video: str | Path, out_dir: str | Path, cfg: PreprocessConfig, au
 
     lengths = check_lengths(video, info, audio_path, cfg.fps, cfg.av_tolerance_s, cfg.trim_to_shorter)
     writer = SubjectWriter(out_dir)
-    save_config(full_config if full_config is not None else SyncTalkConfig(preprocess=cfg), writer.root)
-    ctx = Context(video, audio_path, writer, cfg, info, progress, lengths.max_frames)
+    full_config = full_config if full_config is not None else SyncTalkConfig(preprocess=cfg)
+    save_config(full_config, writer.root)
+    ctx = Context(video, audio_path, writer, cfg, info, progress, lengths.max_frames, full_config)
     forced = downstream(set(CONTRACT_STEPS) if "all" in force else set(force))
     reports = []
     for step in PIPELINE:

@@ -99,14 +99,28 @@ def make_subject(tmp_path):
     return build
 
 
+def _quick_config(**preprocess):
+    from synctalk.config import PreprocessConfig, SyncTalkConfig, SyncTrainConfig
+
+    return SyncTalkConfig(preprocess=PreprocessConfig(**preprocess),
+                          sync=SyncTrainConfig(width=0.125, batch_size=8, max_steps=6, eval_every=3))
+
+
+@pytest.fixture(scope="session")
+def quick_config():
+    """`quick_config(**preprocess)`: the default config with a sync model trained for a few steps only (tests
+    check the plumbing, not lip sync)."""
+    return _quick_config
+
+
 @pytest.fixture(scope="session")
 def may_subject(tmp_path_factory):
     """`synctalk preprocess` on the real 5 s clip, once per test session: (video, subject dir, report)."""
     from preprocess.run import preprocess
-    from synctalk.config import PreprocessConfig
 
     video = real_file("video/may_5s_25fps.mp4")
     real_file("models/face_landmarker.task")
     root = tmp_path_factory.mktemp("may") / "subject"
-    report = preprocess(video, root, PreprocessConfig(), progress=False)
+    cfg = _quick_config()
+    report = preprocess(video, root, cfg.preprocess, progress=False, full_config=cfg)
     return video, root, report

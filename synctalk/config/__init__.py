@@ -15,14 +15,23 @@ from synctalk.config.loader import (
     parse_overrides,
     save_config,
 )
-from synctalk.config.schema import DataConfig, DemoConfig, PreprocessConfig, SyncTalkConfig
+from synctalk.config.schema import (
+    AudioConfig,
+    DataConfig,
+    DemoConfig,
+    PreprocessConfig,
+    SyncTalkConfig,
+    SyncTrainConfig,
+)
 
 __all__ = [
+    "AudioConfig",
     "CONFIG_FILENAME",
     "DataConfig",
     "DemoConfig",
     "PreprocessConfig",
     "SyncTalkConfig",
+    "SyncTrainConfig",
     "config_to_dict",
     "configs_dir",
     "find_config",

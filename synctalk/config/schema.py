@@ -65,9 +65,38 @@ class DemoConfig:
 
 
 @dataclass
+class AudioConfig:
+    backend: Literal["ave", "mel", "hubert", "wav2vec2"] = knob(
+        "ave", "Per-frame audio features: ave (the sync model's audio tower, 512-d), mel (the raw 80x16 mel "
+        "window, the ablation baseline), hubert / wav2vec2 (transformers models from the asset cache).")
+    sync_checkpoint: str = knob("", "Sync model for the ave backend (from `synctalk sync-train`, or a "
+                                "Wav2Lip/SyncTalk audio-encoder .pth). Empty: preprocess trains one on the "
+                                "subject's own clip (SUBJECT/sync.pt, budget sync.budget_minutes).")
+    feature_batch: int = knob(256, "Audio windows encoded per batch (memory stays flat for long audio).")
+
+
+@dataclass
+class SyncTrainConfig:
+    width: float = knob(0.5, "Channel width of both towers relative to the Wav2Lip layout (1.0 = that layout).")
+    batch_size: int = knob(64, "Video windows per step; each is contrasted with the batch's other audio windows "
+                           "and one shifted window of its own clip.")
+    lr: float = knob(1e-3, "AdamW learning rate (cosine decay to 5% over max_steps).")
+    weight_decay: float = knob(1e-4, "AdamW weight decay.")
+    max_steps: int = knob(20000, "Training steps (the time budget may stop it earlier).")
+    budget_minutes: float = knob(0.0, "Wall-clock budget over all resumed runs (0: none).")
+    min_offset: int = knob(5, "Off-sync negatives are shifted by at least this many frames.")
+    max_offset: int = knob(15, "... and at most this many.")
+    eval_every: int = knob(250, "Steps between held-out offset checks (when a held-out part exists).")
+    checkpoint_every_s: float = knob(60.0, "Seconds between checkpoints (also written at the end and on Ctrl-C).")
+    subject_budget_minutes: float = knob(6.0, "Budget when preprocess trains the model on the subject's own clip.")
+
+
+@dataclass
 class SyncTalkConfig:
     seed: int = knob(0, "Seed for every random number generator (python, numpy, torch).")
     device: Literal["auto", "cpu", "cuda"] = knob("auto", "Compute device; auto picks cuda when available.")
     preprocess: PreprocessConfig = section(PreprocessConfig, "Video to subject dataset.")
     data: DataConfig = section(DataConfig, "Subject dataset loading.")
     demo: DemoConfig = section(DemoConfig, "The built-in sample used by `synctalk demo`.")
+    audio: AudioConfig = section(AudioConfig, "Face-Sync Controller: per-frame audio features.")
+    sync: SyncTrainConfig = section(SyncTrainConfig, "Training of the audio-visual sync model (sync-train).")

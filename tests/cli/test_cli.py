@@ -128,7 +128,8 @@ def test_preprocess_command(may_subject, capsys, tmp_path):
     video, root, _ = may_subject
     copy = tmp_path / "subject"
     shutil.copytree(root, copy)
-    code, out, _ = run(["preprocess", str(video), "-o", str(copy), "-q", "--seed", "5"], capsys)
+    quick = ["sync.width=0.125", "sync.batch_size=8", "sync.max_steps=6", "sync.eval_every=3"]  # as may_subject's
+    code, out, _ = run(["preprocess", str(video), "-o", str(copy), "-q", "--seed", "5", *quick], capsys)
     assert code == 0 and "up to date" in out and f"{copy}: 125 frames @ 25 fps" in out
     assert load_config(SyncTalkConfig, copy / "config.yaml").seed == 5
     code, _, err = run(["preprocess", str(tmp_path / "missing.mp4"), "-o", str(tmp_path / "x")], capsys)

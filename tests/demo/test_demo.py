@@ -76,7 +76,8 @@ def test_demo_command_end_to_end(tmp_path, capsys):
     from synctalk.io.media import probe
 
     out = tmp_path / "demo"
-    assert main(["demo", "-o", str(out), "demo.seconds=2", "demo.size=128", "--seed", "3"]) == 0
+    assert main(["demo", "-o", str(out), "demo.seconds=2", "demo.size=128", "--seed", "3", "sync.max_steps=4",
+                 "sync.batch_size=8"]) == 0
     printed = capsys.readouterr().out
     assert f"video: {out.resolve() / 'sample.mp4'}" in printed
     assert "done  preprocess" in printed or "skip  preprocess" in printed
@@ -93,8 +94,10 @@ def test_demo_command_end_to_end(tmp_path, capsys):
     assert report["stages_run"] == ["sample", "preprocess"]
     from synctalk.data import SubjectDataset
 
-    subject = SubjectDataset(out / "subject", require=("frames", "audio", "landmarks", "parsing", "splits"))
+    subject = SubjectDataset(out / "subject", require=("frames", "audio", "landmarks", "parsing", "audio_features",
+                                                       "splits"))
     assert len(subject) == 50 and (subject.face_flags > 0).all()
+    assert subject.audio_features.shape == (50, 512) and (out / "subject" / "sync.pt").is_file()
     # The landmarker sees the sample's mouth open where the generator opened it.
     truth = np.array(json.loads((out / "sample_truth.json").read_text())["mouth_open"])
     assert np.corrcoef(subject.blendshapes[:, 25], truth)[0, 1] > 0.7
