@@ -116,7 +116,7 @@ def models_missing() -> str | None:
 # (name, function or None while not built yet, what it will do)
 DEMO_STAGES: list[tuple[str, Callable[[SyncTalkConfig, DemoReport], None] | None, str]] = [
     ("sample", stage_sample, "make the built-in talking clip"),
-    ("preprocess", stage_preprocess, "sample.mp4 -> subject dataset (frames, landmarks, masks, plates, poses, audio features)"),
+    ("preprocess", stage_preprocess, "sample.mp4 -> subject dataset (frames, landmarks, masks, poses, audio features)"),
     ("train", None, "subject -> head and torso model (configs/demo.yaml)"),
     ("render", None, "model + new audio -> talking video"),
 ]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from synctalk.face.landmarks import FaceTrack, fill_gaps, runs, smooth_track
 from synctalk.data.contract import FACE_DETECTED, FACE_INTERPOLATED, FACE_MISSING
+from synctalk.face.landmarks import FaceTrack, fill_gaps, runs, smooth_track
 
 
 def make_track(values: np.ndarray, flags: list[int]) -> FaceTrack:
