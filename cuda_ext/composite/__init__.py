@@ -1,0 +1,1 @@
+"""Volume compositing: reference.py (PyTorch spec), ops.py (dispatch + autograd), composite.cu (kernels)."""
