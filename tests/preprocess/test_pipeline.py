@@ -103,3 +103,29 @@ def test_interrupted_step_is_redone_and_nothing_else(may_subject, tmp_path, monk
     assert [s.name for s in resumed.steps if s.status == "ran"] == ["torso"]
     ds = SubjectDataset(copy, require=BUILT)
     assert ds.torso(0).mean() > 20  # the black frame written before the interruption was replaced
+
+
+def test_audio_features_from_a_given_checkpoint_or_mel(may_subject, tmp_path, quick_config):
+    """audio.sync_checkpoint skips training on the subject; audio.backend=mel needs no model at all."""
+    import shutil
+
+    import torch
+
+    from preprocess.run import preprocess
+    from synctalk.audio.sync_model import SyncModel, SyncModelConfig, save_sync_model
+
+    video, root, _ = may_subject
+    copy = tmp_path / "subject"
+    shutil.copytree(root, copy)
+    (copy / "sync.pt").unlink()
+    torch.manual_seed(0)
+    save_sync_model(SyncModel(SyncModelConfig(0.125, 0.125)), tmp_path / "given.pt")
+    cfg = quick_config()
+    cfg.audio.sync_checkpoint = str(tmp_path / "given.pt")
+    report = preprocess(video, copy, cfg.preprocess, progress=False, full_config=cfg)
+    assert [s.name for s in report.steps if s.status == "ran"] == ["audio_features"]
+    info = json.loads((copy / "audio_features.json").read_text())
+    assert info["checkpoint"] == str((tmp_path / "given.pt").resolve()) and not (copy / "sync.pt").exists()
+    cfg.audio.backend = "mel"
+    preprocess(video, copy, cfg.preprocess, progress=False, full_config=cfg)
+    assert SubjectDataset(copy, require=("audio_features",)).audio_features.shape == (125, 80, 16)
