@@ -124,3 +124,41 @@ def may_subject(tmp_path_factory):
     cfg = _quick_config()
     report = preprocess(video, root, cfg.preprocess, progress=False, full_config=cfg)
     return video, root, report
+
+
+# ------------------------------------------------------------------------------------------ audio: sync clips
+SYNTHETIC_FPS = 25.0
+
+
+def make_synthetic_clip(n_frames: int = 200, seed: int = 0):
+    """Mouth brightness and audio loudness follow the same random per-frame signal (in sync)."""
+    from synctalk.audio import mel as melspec
+    from synctalk.audio.sync_data import MARGIN, SyncClip, valid_centres
+
+    rng = np.random.default_rng(seed)
+    signal = rng.uniform(0, 1, n_frames)
+    crops = np.repeat((40 + 180 * signal)[:, None, None], 48 + 2 * MARGIN, 1).repeat(96 + 4 * MARGIN, 2)
+    crops = (crops + rng.normal(0, 5, crops.shape)).clip(0, 255).astype(np.uint8)
+    n_mel = int(n_frames * melspec.MEL_FPS / SYNTHETIC_FPS)
+    frame_of_mel = np.minimum((np.arange(n_mel) * SYNTHETIC_FPS / melspec.MEL_FPS).astype(int), n_frames - 1)
+    mel = np.repeat((-3 + 6 * signal[frame_of_mel])[:, None], 80, 1).astype(np.float32)
+    face = np.ones(n_frames, bool)
+    return SyncClip("synthetic", crops, mel, SYNTHETIC_FPS, face, valid_centres(face))
+
+
+@pytest.fixture
+def synthetic_clip():
+    """`synthetic_clip(n_frames=200, seed=0)`: a SyncClip whose mouth and audio follow one random signal."""
+    return make_synthetic_clip
+
+
+# ------------------------------------------------------------------------------------------ models
+@pytest.fixture
+def one_torch_thread():
+    """Tiny networks run several times faster on one intra-op thread than with thread hand-offs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
