@@ -22,6 +22,7 @@ from synctalk.config.schema import (
     PreprocessConfig,
     SyncTalkConfig,
     SyncTrainConfig,
+    TrainConfig,
 )
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "PreprocessConfig",
     "SyncTalkConfig",
     "SyncTrainConfig",
+    "TrainConfig",
     "config_to_dict",
     "configs_dir",
     "find_config",

@@ -92,6 +92,36 @@ class SyncTrainConfig:
 
 
 @dataclass
+class TrainConfig:
+    head_steps: int = knob(20000, "Head stage: random-ray steps.")
+    lips_steps: int = knob(4000, "Lips stage: patch steps around the mouth (SSIM + gradient loss).")
+    torso_steps: int = knob(8000, "Torso stage: steps with the head frozen.")
+    rays: int = knob(4096, "Rays per step (head and torso stages).")
+    patch: int = knob(32, "Patch side in the lips stage (pixels).")
+    head_fraction: float = knob(0.6, "Fraction of random rays drawn inside the head.")
+    lr_grid: float = knob(1e-2, "AdamW learning rate of the hash grids.")
+    lr_mlp: float = knob(1e-3, "AdamW learning rate of the networks.")
+    lr_final: float = knob(0.1, "Learning rates decay exponentially to this fraction by the end of a stage.")
+    ema_decay: float = knob(0.99, "EMA of the weights used for evaluation and rendering (0: off).")
+    field_levels: int = knob(12, "Tri-plane hash levels.")
+    field_base: int = knob(64, "Coarsest tri-plane resolution.")
+    field_finest: int = knob(512, "Finest tri-plane resolution.")
+    hidden: int = knob(64, "Hidden width of the density and colour networks.")
+    grid_resolution: int = knob(128, "Occupancy grid cells per axis.")
+    max_steps: int = knob(512, "Samples per ray at most.")
+    lips_ssim_weight: float = knob(0.2, "Weight of 1 - SSIM on lip patches (the fallback for LPIPS).")
+    lips_gradient_weight: float = knob(0.1, "Weight of the image-gradient loss on lip patches.")
+    eval_every: int = knob(1000, "Steps between validation renders (PSNR, images in TensorBoard).")
+    eval_size: int = knob(128, "Side of the validation renders during training (pixels).")
+    eval_frames: int = knob(4, "Validation frames rendered at each evaluation.")
+    checkpoint_every: int = knob(1000, "Steps between checkpoints (also at stage ends and on Ctrl-C).")
+    keep_last: int = knob(3, "Checkpoints kept per stage (plus the best).")
+    log_every: int = knob(50, "Steps between TensorBoard scalars.")
+    budget_minutes: float = knob(0.0, "Wall-clock budget of all stages together, split by their step counts "
+                                 "(0: none).")
+
+
+@dataclass
 class SyncTalkConfig:
     seed: int = knob(0, "Seed for every random number generator (python, numpy, torch).")
     device: Literal["auto", "cpu", "cuda"] = knob("auto", "Compute device; auto picks cuda when available.")
@@ -100,3 +130,4 @@ class SyncTalkConfig:
     demo: DemoConfig = section(DemoConfig, "The built-in sample used by `synctalk demo`.")
     audio: AudioConfig = section(AudioConfig, "Face-Sync Controller: per-frame audio features.")
     sync: SyncTrainConfig = section(SyncTrainConfig, "Training of the audio-visual sync model (sync-train).")
+    train: TrainConfig = section(TrainConfig, "`synctalk train`: stages, learning rates, model sizes.")

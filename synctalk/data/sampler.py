@@ -29,7 +29,7 @@ MOUTH_CENTRE = (13, 14)          # inner upper / lower lip
 @dataclass
 class RayBatch:
     frame: int
-    pixels: np.ndarray        # [R, 2] float32 (x, y) pixel centres
+    pixels: np.ndarray        # [R, 2] int64 (column, row) pixel coordinates (centre at +0.5)
     target: np.ndarray        # [R, 3] float32 in [0, 1] (gt image: person over the background plate)
     behind: np.ndarray        # [R, 3] float32 in [0, 1]: what shows where the head is transparent
     head: np.ndarray          # [R] bool: head pixels (face, hair, ears, lips, eyes, brows)
@@ -91,7 +91,7 @@ class RaySampler:
         picked = labels[ys, xs]
         return RayBatch(
             frame=frame,
-            pixels=np.stack([xs + 0.5, ys + 0.5], 1).astype(np.float32),
+            pixels=np.stack([xs, ys], 1).astype(np.int64),
             target=ds.gt(frame)[ys, xs].astype(np.float32) / 255.0,
             behind=self._behind_image(frame)[ys, xs].astype(np.float32) / 255.0,
             head=np.isin(picked, HEAD_LABELS), lower_face=lower, mouth=np.isin(picked, MOUTH_LABELS),

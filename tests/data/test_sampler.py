@@ -16,7 +16,7 @@ def test_random_rays_read_the_right_pixels(make_subject):
     sampler = RaySampler(ds, [1, 3], n_rays=200, seed=0, head_fraction=0.5)
     batch = sampler.sample()
     assert batch.frame in (1, 3) and batch.pixels.shape == (200, 2) and batch.patch == 0
-    xs, ys = (batch.pixels[:, 0] - 0.5).astype(int), (batch.pixels[:, 1] - 0.5).astype(int)
+    xs, ys = batch.pixels[:, 0], batch.pixels[:, 1]
     np.testing.assert_allclose(batch.target, ds.gt(batch.frame)[ys, xs] / 255.0)
     np.testing.assert_allclose(batch.behind, ds.torso(batch.frame)[ys, xs] / 255.0)
     labels = ds.parsing(batch.frame)[ys, xs]

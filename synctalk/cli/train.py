@@ -1,0 +1,39 @@
+"""`synctalk train SUBJECT -w WORKSPACE`: learn the person (head → lips → torso), resumable."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from synctalk.cli.common import add_common_args
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train the head and torso models on a preprocessed subject",
+        description="Stages head (random rays) → lips (mouth patches) → torso (head frozen). Each stage is "
+                    "resumable: run the same command again to continue; Ctrl-C saves first. TensorBoard logs "
+                    "go to WORKSPACE/tb. Recipes: --config default (GPU, full quality), cpu, demo.")
+    parser.add_argument("subject", type=Path, help="subject directory from `synctalk preprocess`")
+    parser.add_argument("-w", "--workspace", type=Path, required=True, help="folder for checkpoints and logs")
+    parser.add_argument("--stages", nargs="+", choices=("head", "lips", "torso"), default=["head", "lips", "torso"],
+                        help="stages to run (default: all, in order)")
+    add_common_args(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from synctalk.cli.common import resolve_config, verbosity
+    from synctalk.runtime import resolve_device, seed_everything
+    from synctalk.train.trainer import train
+
+    cfg = resolve_config(args)
+    seed_everything(cfg.seed)
+    report = train(args.subject, args.workspace, cfg, device=resolve_device(cfg.device),
+                   progress=verbosity(args) >= 0, stages=tuple(args.stages))
+    for stage, info in report.stages.items():
+        psnr = info.get("val_psnr")
+        print(f"{stage:6s} {info.get('status', '')}: {info.get('step', 0)} steps in {info.get('seconds', 0):.0f} s"
+              + (f", validation PSNR {psnr:.2f} dB" if psnr is not None else ""))
+    print(f"workspace: {report.workspace}")
+    return 0

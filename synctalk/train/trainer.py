@@ -1,0 +1,362 @@
+"""`synctalk train SUBJECT -w WORKSPACE`: head → lips → torso, each stage resumable.
+
+Stages:
+- **head**: random rays of one training frame per step (`train.head_fraction` inside the head), rendered over the
+  frame's torso plate; uncertainty-weighted L1 + opacity entropy + the facial-aware masked-attention losses.
+- **lips**: P x P patches around the mouth; L1 + `lips_ssim_weight`·(1 - SSIM) + `lips_gradient_weight`·gradient
+  loss (the documented fallback for a perceptual loss).
+- **torso**: the head frozen; the torso model renders behind it, over the background plate; L1.
+
+Workspace:
+    config.yaml  checkpoints/<stage>/ckpt_*.pt, best.pt  tb/  train_log.json (stage status, times, metrics)
+
+A checkpoint holds the model, optimizer, scheduler, EMA weights, sampler and RNG states, so `--resume` (the
+default when the workspace has checkpoints) continues at the same step with the same random draws. Ctrl-C writes a
+checkpoint first; a non-finite loss stops with the last good checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synctalk.config import SyncTalkConfig, TrainConfig
+from synctalk.data import SubjectDataset
+from synctalk.data.contract import TRAIN_STEPS
+from synctalk.data.sampler import RayBatch, RaySampler
+from synctalk.errors import SyncTalkError
+from synctalk.io.atomic import atomic_write_json
+from synctalk.train.checkpoint import CheckpointManager, capture_rng, restore_rng
+
+log = logging.getLogger("synctalk.train")
+
+STAGES = ("head", "lips", "torso")
+
+
+@dataclass
+class SubjectTensors:
+    """What training reads per frame, as tensors on the training device (small: no images)."""
+
+    features: torch.Tensor      # [N, ...] audio features
+    expressions: torch.Tensor   # [N, E]
+    poses: torch.Tensor         # [N, 4, 4] c2w
+    pose_vectors: torch.Tensor  # [N, 6]
+    K: torch.Tensor             # [3, 3]
+    train: list[int]
+    val: list[int]
+
+
+@dataclass
+class TrainReport:
+    workspace: Path
+    stages: dict = field(default_factory=dict)   # stage -> {"steps", "seconds", "val_psnr", ...}
+
+
+def build_models(cfg: TrainConfig, feature_shape: tuple[int, ...], n_frames: int, device):
+    """The head and torso models for a config (also used by render to rebuild them from a checkpoint)."""
+    from synctalk.models.head import HeadFieldConfig, HeadModel, HeadModelConfig
+    from synctalk.models.torso import TorsoConfig, TorsoModel
+
+    field_cfg = HeadFieldConfig(num_levels=cfg.field_levels, base_resolution=cfg.field_base,
+                                finest_resolution=cfg.field_finest,
+                                density_hidden=cfg.hidden, color_hidden=cfg.hidden)
+    head = HeadModel(HeadModelConfig(field=field_cfg, grid_resolution=cfg.grid_resolution, max_steps=cfg.max_steps),
+                     audio_feature_shape=feature_shape, n_frames=n_frames).to(device)
+    torso = TorsoModel(TorsoConfig(), n_frames=n_frames).to(device)
+    return head, torso
+
+
+def load_subject(ds: SubjectDataset, device, expression_names) -> SubjectTensors:
+    from synctalk.models.head import expression_from_blendshapes
+    from synctalk.models.torso import pose_vector
+
+    poses = torch.as_tensor(np.array(ds.poses), dtype=torch.float32, device=device)
+    blend = torch.as_tensor(np.array(ds.blendshapes), dtype=torch.float32, device=device)
+    return SubjectTensors(
+        features=torch.as_tensor(np.array(ds.audio_features), dtype=torch.float32, device=device),
+        expressions=expression_from_blendshapes(blend, expression_names),
+        poses=poses, pose_vectors=pose_vector(poses), K=torch.as_tensor(ds.intrinsics, dtype=torch.float32,
+                                                                          device=device),
+        train=ds.split("train"), val=ds.split("val") or ds.split("train")[-1:])
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point parameters and buffers."""
+
+    def __init__(self, module: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, module: torch.nn.Module) -> None:
+        for key, value in module.state_dict().items():
+            if value.dtype.is_floating_point and self.decay > 0:
+                self.shadow[key].mul_(self.decay).add_(value.detach(), alpha=1 - self.decay)
+            else:
+                self.shadow[key].copy_(value)
+
+    def state_dict(self) -> dict:
+        return self.shadow
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shadow = {k: v.clone() for k, v in state.items()}
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
+    mse = torch.mean((pred.clamp(0, 1) - target) ** 2).item()
+    return float("inf") if mse == 0 else -10.0 * math.log10(mse)
+
+
+class Trainer:
+    def __init__(self, subject: str | Path, workspace: str | Path, cfg: SyncTalkConfig, device="cpu",
+                 progress: bool = True):
+        from synctalk.config import save_config
+        from synctalk.runtime import seed_everything
+
+        seed_everything(cfg.seed)  # the same config gives the same initial weights and draws
+        self.ds = SubjectDataset(subject, require=TRAIN_STEPS, cache_frames=cfg.data.frame_cache)
+        self.workspace = Path(workspace)
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.workspace)
+        self.cfg, self.tcfg = cfg, cfg.train
+        self.device = torch.device(device)
+        self.progress = progress
+        feature_shape = tuple(np.asarray(self.ds.audio_features).shape[1:])
+        self.head, self.torso = build_models(self.tcfg, feature_shape, len(self.ds), self.device)
+        self.data = load_subject(self.ds, self.device, self.head.config.field.expression_names)
+        self.log_path = self.workspace / "train_log.json"
+        self.state = json.loads(self.log_path.read_text()) if self.log_path.is_file() else {
+            "subject": str(Path(subject).resolve()), "feature_shape": list(feature_shape),
+            "n_frames": len(self.ds), "stages": {}}
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(self.workspace / "tb"))
+
+    # ------------------------------------------------------------------------------------------------ stages
+    def run(self, stages: tuple[str, ...] = STAGES) -> TrainReport:
+        budget_s = 60.0 * self.tcfg.budget_minutes
+        total_steps = sum(self._steps(s) for s in stages) or 1
+        for stage in stages:
+            stage_budget = budget_s * self._steps(stage) / total_steps if budget_s > 0 else 0.0
+            self._run_stage(stage, stage_budget)
+        self.writer.close()
+        return TrainReport(self.workspace, self.state["stages"])
+
+    def _steps(self, stage: str) -> int:
+        return {"head": self.tcfg.head_steps, "lips": self.tcfg.lips_steps, "torso": self.tcfg.torso_steps}[stage]
+
+    def _modules(self, stage: str) -> torch.nn.Module:
+        return self.torso if stage == "torso" else self.head
+
+    def _optimizer(self, stage: str):
+        groups = self._modules(stage).param_groups(self.tcfg.lr_grid, self.tcfg.lr_mlp)
+        optimizer = torch.optim.AdamW(groups)
+        steps = max(1, self._steps(stage))
+        gamma = self.tcfg.lr_final ** (1.0 / steps)
+        return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
+
+    def _load_previous_stage_weights(self, stage: str) -> None:
+        """A later stage starts from the finished earlier ones (their EMA weights when kept)."""
+        for earlier in STAGES[:STAGES.index(stage)]:
+            ckpt = CheckpointManager(self.workspace / "checkpoints" / earlier).load_latest()
+            if ckpt is not None:
+                self._modules(earlier).load_state_dict(ckpt["model"])
+
+    def _run_stage(self, stage: str, budget_s: float) -> None:
+        from tqdm import tqdm
+
+        steps = self._steps(stage)
+        info = self.state["stages"].setdefault(stage, {"status": "pending"})
+        if steps <= 0 or info.get("status") == "done":
+            return
+        self._load_previous_stage_weights(stage)
+        module = self._modules(stage)
+        module.train()
+        optimizer, scheduler = self._optimizer(stage)
+        ema = EMA(module, self.tcfg.ema_decay)
+        manager = CheckpointManager(self.workspace / "checkpoints" / stage, self.tcfg.keep_last)
+        sampler = RaySampler(self.ds, self.data.train, self.tcfg.rays, seed=self.cfg.seed,
+                             head_fraction=self.tcfg.head_fraction, behind="background" if stage == "torso"
+                             else "torso", patch=self.tcfg.patch if stage == "lips" else 0)
+        step, elapsed = 0, 0.0
+        resume = manager.load_latest()
+        if resume is not None:
+            module.load_state_dict(resume["model"])
+            optimizer.load_state_dict(resume["optimizer"])
+            scheduler.load_state_dict(resume["scheduler"])
+            ema.load_state_dict(resume["ema"])
+            sampler.set_state(resume["sampler"])
+            restore_rng(resume["rng"])
+            step, elapsed = resume["step"], resume["elapsed_s"]
+            log.info("%s stage: resuming at step %d", stage, step)
+
+        def save(metric: float | None = None) -> None:
+            manager.save(step, {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
+                                "scheduler": scheduler.state_dict(), "ema": ema.state_dict(),
+                                "sampler": sampler.state(), "rng": capture_rng(), "elapsed_s": elapsed,
+                                "config": asdict(self.tcfg), "stage": stage}, metric=metric)
+
+        info.update(status="running", steps=steps)
+        self._write_log()
+        bar = tqdm(total=steps, initial=step, desc=f"train {stage}", unit="step",
+                   disable=None if self.progress else True)
+        try:
+            while step < steps and not (budget_s > 0 and elapsed >= budget_s):
+                t0 = time.perf_counter()
+                batch = sampler.sample()
+                losses = self._losses(stage, batch, step)
+                loss = sum(losses.values())
+                if not torch.isfinite(loss):
+                    raise SyncTalkError(f"{stage} stage: the loss became {loss.item()} at step {step} "
+                                        f"({ {k: v.item() for k, v in losses.items()} }); the last good "
+                                        f"checkpoint is in {manager.folder}. Lower train.lr_grid / "
+                                        f"train.lr_mlp and run again (it resumes).")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                ema.update(module)
+                step += 1
+                if stage == "head" and step % self.head.config.grid_update_every == 0:
+                    self._update_grid(step)
+                elapsed += time.perf_counter() - t0
+                bar.update(1)
+                if step % self.tcfg.log_every == 0:
+                    bar.set_postfix(loss=f"{loss.item():.4f}")
+                    for name, value in losses.items():
+                        self.writer.add_scalar(f"{stage}/{name}", value.item(), step)
+                    for group in optimizer.param_groups:
+                        self.writer.add_scalar(f"{stage}/lr_{group.get('name', 'group')}", group["lr"], step)
+                metric = None
+                if step % self.tcfg.eval_every == 0 or step == steps:
+                    metric = self.evaluate(stage, step, ema)
+                    info["val_psnr"] = metric
+                if step % self.tcfg.checkpoint_every == 0 or step == steps or metric is not None:
+                    save(metric)
+        except KeyboardInterrupt:
+            save()
+            info.update(status="interrupted", step=step, seconds=round(elapsed, 1))
+            self._write_log()
+            log.warning("interrupted: %s stage saved at step %d; run the same command again to resume", stage, step)
+            raise
+        finally:
+            bar.close()
+        if step < steps:
+            log.info("%s stage: time budget reached at step %d of %d", stage, step, steps)
+            save(self.evaluate(stage, step, ema))
+        module.load_state_dict(ema.state_dict())  # later stages and rendering use the EMA weights
+        save(info.get("val_psnr"))
+        info.update(status="done", step=step, seconds=round(elapsed, 1))
+        self._write_log()
+
+    def _write_log(self) -> None:
+        atomic_write_json(self.log_path, self.state)
+
+    # ------------------------------------------------------------------------------------------------ maths
+    def _rays(self, batch: RayBatch):
+        from synctalk.render.rays import generate_rays
+
+        pixels = torch.as_tensor(batch.pixels, device=self.device)
+        return generate_rays(self.data.poses[batch.frame], self.data.K, pixels)
+
+    def _head_outputs(self, frame: int, rays_o, rays_d, behind, early_stop_eps: float = 0.0):
+        audio_code = self.head.encode_audio(self.data.features, frame)
+        return self.head.render(rays_o, rays_d, audio_code, self.data.expressions[frame], frame_indices=frame,
+                                background=behind, early_stop_eps=early_stop_eps)
+
+    def _losses(self, stage: str, batch: RayBatch, step: int) -> dict[str, torch.Tensor]:
+        from synctalk.models.losses import lip_patch_loss
+        from synctalk.models.torso import composite_layers, normalize_pixels
+
+        target = torch.as_tensor(batch.target, device=self.device)
+        behind = torch.as_tensor(batch.behind, device=self.device)
+        rays_o, rays_d = self._rays(batch)
+        if stage == "torso":
+            with torch.no_grad():
+                head = self._head_outputs(batch.frame, rays_o, rays_d, None)
+            pixels = normalize_pixels(torch.as_tensor(batch.pixels, device=self.device).float(), self.ds.width,
+                                      self.ds.height)
+            torso = self.torso.render(pixels, self.data.pose_vectors[batch.frame], frame_indices=batch.frame)
+            rgb = composite_layers(head["rgb"], head["opacity"], torso["rgb"], torso["alpha"], behind)
+            return {"l1": (rgb - target).abs().mean()}
+        out = self._head_outputs(batch.frame, rays_o, rays_d, behind)
+        lower = torch.as_tensor(batch.lower_face, device=self.device)
+        losses = self.head.get_losses(out, target, lower_face=lower, step=step)
+        if stage == "lips":
+            p = batch.patch
+            pred = out["rgb"].T.reshape(1, 3, p, p)
+            gt = target.T.reshape(1, 3, p, p)
+            losses["lips"] = lip_patch_loss(pred, gt, self.tcfg.lips_ssim_weight, self.tcfg.lips_gradient_weight)
+        return losses
+
+    def _update_grid(self, step: int) -> None:
+        frames = torch.as_tensor(np.random.default_rng(step).choice(self.data.train, 8), device=self.device)
+        with torch.no_grad():
+            codes = self.head.encode_audio(self.data.features, frames)
+        self.head.update_occupancy(step, codes, self.data.expressions[frames])
+
+    # ------------------------------------------------------------------------------------------------ eval
+    @torch.no_grad()
+    def render_frame(self, frame: int, size: int, with_torso: bool) -> torch.Tensor:
+        """Full-frame render `[size, size, 3]` of a frame (its pose, audio and expression) over the background."""
+        from synctalk.io.images import read_image
+        from synctalk.models.torso import composite_layers, normalize_pixels
+        from synctalk.render.rays import generate_rays, pixel_grid
+
+        scale = size / self.ds.width
+        K = self.data.K.clone()
+        K[:2] *= scale
+        pixels = pixel_grid(size, size, device=self.device)
+        rays_o, rays_d = generate_rays(self.data.poses[frame], K, pixels)
+        background = torch.as_tensor(read_image(self.ds.root / "background.png"), device=self.device).float() / 255
+        background = torch.nn.functional.interpolate(background.permute(2, 0, 1)[None], size=(size, size),
+                                                     mode="area")[0].permute(1, 2, 0).reshape(-1, 3)
+        rows = []
+        for chunk in range(0, len(rays_o), 8192):
+            sl = slice(chunk, chunk + 8192)
+            head = self._head_outputs(frame, rays_o[sl], rays_d[sl], None, early_stop_eps=1e-3)
+            if with_torso:
+                coords = normalize_pixels(pixels[sl].float() / scale, self.ds.width, self.ds.height)
+                torso = self.torso.render(coords, self.data.pose_vectors[frame], frame_indices=frame)
+                rows.append(composite_layers(head["rgb"], head["opacity"], torso["rgb"], torso["alpha"],
+                                             background[sl]))
+            else:
+                rows.append(head["rgb"] + (1 - head["opacity"])[:, None] * background[sl])
+        return torch.cat(rows).reshape(size, size, 3)
+
+    @torch.no_grad()
+    def evaluate(self, stage: str, step: int, ema: EMA) -> float:
+        module = self._modules(stage)
+        current = {k: v.clone() for k, v in module.state_dict().items()}
+        module.load_state_dict(ema.state_dict())
+        module.eval()
+        size = self.tcfg.eval_size
+        frames = np.linspace(0, len(self.data.val) - 1, min(self.tcfg.eval_frames, len(self.data.val))).round()
+        scores, images = [], []
+        for k in frames.astype(int):
+            frame = self.data.val[k]
+            pred = self.render_frame(frame, size, with_torso=stage == "torso")
+            gt = torch.as_tensor(self.ds.gt(frame), device=self.device).float().permute(2, 0, 1)[None] / 255
+            gt = torch.nn.functional.interpolate(gt, size=(size, size), mode="area")[0].permute(1, 2, 0)
+            scores.append(psnr(pred, gt))
+            images.append(torch.cat([gt, pred.clamp(0, 1)], 1))
+        module.load_state_dict(current)
+        module.train()
+        value = float(np.mean(scores))
+        self.writer.add_scalar(f"{stage}/val_psnr", value, step)
+        self.writer.add_image(f"{stage}/val (gt | render)", torch.cat(images, 0).permute(2, 0, 1), step)
+        log.info("%s step %d: validation PSNR %.2f dB", stage, step, value)
+        return value
+
+
+def train(subject: str | Path, workspace: str | Path, cfg: SyncTalkConfig, device="cpu", progress: bool = True,
+          stages: tuple[str, ...] = STAGES) -> TrainReport:
+    """Train the head, lips and torso stages (see module docstring); resumes what the workspace holds."""
+    return Trainer(subject, workspace, cfg, device, progress).run(stages)

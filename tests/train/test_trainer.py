@@ -1,0 +1,84 @@
+"""`synctalk train` on a tiny synthetic subject: every stage runs, checkpoints, exact resume, NaN stop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from synctalk.config import SyncTalkConfig, TrainConfig
+from synctalk.errors import SyncTalkError
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def tiny_config(**overrides) -> SyncTalkConfig:
+    train = dict(head_steps=4, lips_steps=2, torso_steps=2, rays=64, patch=8, eval_size=16, eval_frames=1,
+                 grid_resolution=16, field_levels=2, field_base=8, field_finest=32, hidden=16, max_steps=32,
+                 eval_every=2, checkpoint_every=2, log_every=1, keep_last=2)
+    train.update(overrides)
+    return SyncTalkConfig(device="cpu", train=TrainConfig(**train))
+
+
+@pytest.fixture
+def subject(make_subject):
+    return make_subject(n_frames=12, size=(24, 32))
+
+
+def test_all_stages_run_and_leave_checkpoints(subject, tmp_path):
+    from synctalk.train.trainer import train
+
+    report = train(subject, tmp_path / "ws", tiny_config(), progress=False)
+    assert [report.stages[s]["status"] for s in ("head", "lips", "torso")] == ["done"] * 3
+    log = json.loads((tmp_path / "ws" / "train_log.json").read_text())
+    assert log["stages"]["head"]["step"] == 4 and log["feature_shape"] == [16, 8]
+    for stage in ("head", "lips", "torso"):
+        folder = tmp_path / "ws" / "checkpoints" / stage
+        assert (folder / "best.pt").is_file() and len(list(folder.glob("ckpt_*.pt"))) <= 2
+    assert (tmp_path / "ws" / "config.yaml").is_file() and any((tmp_path / "ws" / "tb").iterdir())
+    again = train(subject, tmp_path / "ws", tiny_config(), progress=False)  # finished stages are skipped
+    assert again.stages["head"]["seconds"] == report.stages["head"]["seconds"]
+
+
+def test_interrupted_head_stage_resumes_exactly(subject, tmp_path, monkeypatch):
+    from synctalk.data.sampler import RaySampler
+    from synctalk.train.trainer import train
+
+    cfg = tiny_config(lips_steps=0, torso_steps=0, checkpoint_every=1)
+    train(subject, tmp_path / "straight", cfg, progress=False, stages=("head",))
+    calls = {"n": 0}
+    original = RaySampler.sample
+
+    def interrupted(self, frame=None):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, frame)
+
+    monkeypatch.setattr(RaySampler, "sample", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(subject, tmp_path / "resumed", cfg, progress=False, stages=("head",))
+    monkeypatch.setattr(RaySampler, "sample", original)
+    train(subject, tmp_path / "resumed", cfg, progress=False, stages=("head",))
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "head" / "ckpt_0000004.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "head" / "ckpt_0000004.pt", weights_only=False)
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, msg=key)
+
+
+def test_non_finite_loss_stops_with_a_clear_message(subject, tmp_path, monkeypatch):
+    from synctalk.train import trainer
+
+    original = trainer.Trainer._losses
+
+    def poisoned(self, stage, batch, step):
+        losses = original(self, stage, batch, step)
+        if step == 2:
+            losses["photometric"] = losses["photometric"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(trainer.Trainer, "_losses", poisoned)
+    with pytest.raises(SyncTalkError, match="loss became nan at step 2"):
+        trainer.train(subject, tmp_path / "ws", tiny_config(checkpoint_every=1), progress=False, stages=("head",))
+    assert (tmp_path / "ws" / "checkpoints" / "head" / "ckpt_0000002.pt").is_file()
