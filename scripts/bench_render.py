@@ -36,8 +36,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cuda_ext.build import load as load_extension  # noqa: E402
 from cuda_ext.composite import ops as composite_ops  # noqa: E402
-from cuda_ext.composite.dispatch import cuda_module  # noqa: E402
 from cuda_ext.march import ops as march_ops  # noqa: E402
 from synctalk.render.occupancy import OccupancyGrid  # noqa: E402
 from synctalk.render.rays import generate_rays, ray_aabb_intersect  # noqa: E402
@@ -169,8 +169,8 @@ def main() -> int:
     backends = []
     for backend in args.backends:
         if backend == "cuda":
-            module, reason = cuda_module("composite") if on_gpu else (None, "not a CUDA device")
-            march_module, march_reason = cuda_module("march") if on_gpu else (None, "not a CUDA device")
+            module, reason = load_extension("composite", "cuda") if on_gpu else (None, "not a CUDA device")
+            march_module, march_reason = load_extension("march", "cuda") if on_gpu else (None, "not a CUDA device")
             if module is None or march_module is None:
                 print(f"skipping backend cuda: {reason if module is None else march_reason}")
                 continue
