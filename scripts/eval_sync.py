@@ -53,6 +53,9 @@ def main() -> None:
     report = train_sync_model([train], work / "macron80.pt", cfg, held_out=[held], budget_minutes=args.budget_minutes)
     model = load_sync_model(report.checkpoint)
     scores = {"held-out": score_clip(model, held), "held-out, audio delayed 4 frames": score_clip(model, delayed)}
+    for extra in (-4, 2):  # more checks: audio early, a smaller delay
+        scores[f"held-out, audio delayed {extra} frames"] = score_clip(
+            model, macron.delayed(extra).subset(cut, len(macron)))
     results["macron_held_out"] = {"train": {"steps": report.steps, "seconds": round(report.seconds, 1),
                                             "samples_per_s": round(report.samples_per_s, 1),
                                             "held_out_history": report.history},

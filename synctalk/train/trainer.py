@@ -303,9 +303,15 @@ class Trainer:
         self.head.update_occupancy(step, codes, self.data.expressions[frames])
 
     # ------------------------------------------------------------------------------------------------ eval
+    def _image(self, image: np.ndarray, size: int) -> torch.Tensor:
+        """uint8 `[H, W, 3]` → float `[size, size, 3]` in [0, 1] (area filter)."""
+        tensor = torch.as_tensor(np.array(image), device=self.device).float().permute(2, 0, 1)[None] / 255
+        return torch.nn.functional.interpolate(tensor, size=(size, size), mode="area")[0].permute(1, 2, 0)
+
     @torch.no_grad()
     def render_frame(self, frame: int, size: int, with_torso: bool) -> torch.Tensor:
-        """Full-frame render `[size, size, 3]` of a frame (its pose, audio and expression) over the background."""
+        """Full-frame render `[size, size, 3]` of a frame (its pose, audio and expression): the head over the torso
+        model over the background plate, or (`with_torso=False`) the head over the frame's torso plate."""
         from synctalk.io.images import read_image
         from synctalk.models.torso import composite_layers, normalize_pixels
         from synctalk.render.rays import generate_rays, pixel_grid
@@ -315,9 +321,8 @@ class Trainer:
         K[:2] *= scale
         pixels = pixel_grid(size, size, device=self.device)
         rays_o, rays_d = generate_rays(self.data.poses[frame], K, pixels)
-        background = torch.as_tensor(read_image(self.ds.root / "background.png"), device=self.device).float() / 255
-        background = torch.nn.functional.interpolate(background.permute(2, 0, 1)[None], size=(size, size),
-                                                     mode="area")[0].permute(1, 2, 0).reshape(-1, 3)
+        behind = read_image(self.ds.root / "background.png") if with_torso else self.ds.torso(frame)
+        background = self._image(behind, size).reshape(-1, 3)
         rows = []
         for chunk in range(0, len(rays_o), 8192):
             sl = slice(chunk, chunk + 8192)
@@ -343,15 +348,20 @@ class Trainer:
         for k in frames.astype(int):
             frame = self.data.val[k]
             pred = self.render_frame(frame, size, with_torso=stage == "torso")
-            gt = torch.as_tensor(self.ds.gt(frame), device=self.device).float().permute(2, 0, 1)[None] / 255
-            gt = torch.nn.functional.interpolate(gt, size=(size, size), mode="area")[0].permute(1, 2, 0)
+            gt = self._image(self.ds.gt(frame), size)
             scores.append(psnr(pred, gt))
             images.append(torch.cat([gt, pred.clamp(0, 1)], 1))
         module.load_state_dict(current)
         module.train()
         value = float(np.mean(scores))
+        sheet = torch.cat(images, 0)
         self.writer.add_scalar(f"{stage}/val_psnr", value, step)
-        self.writer.add_image(f"{stage}/val (gt | render)", torch.cat(images, 0).permute(2, 0, 1), step)
+        self.writer.add_image(f"{stage}/val (gt | render)", sheet.permute(2, 0, 1), step)
+        from synctalk.io.images import write_image
+
+        (self.workspace / "val").mkdir(exist_ok=True)
+        write_image(self.workspace / "val" / f"{stage}_{step:07d}.png", (sheet.cpu().numpy() * 255).round()
+                    .astype(np.uint8))
         log.info("%s step %d: validation PSNR %.2f dB", stage, step, value)
         return value
 
