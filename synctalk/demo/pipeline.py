@@ -101,6 +101,17 @@ def stage_preprocess(cfg: SyncTalkConfig, report: DemoReport) -> None:
              f" (steps not built yet: {', '.join(pending)})" if pending else "")
 
 
+def stage_train(cfg: SyncTalkConfig, report: DemoReport) -> None:
+    """demo_out/subject → demo_out/workspace with `synctalk train` (configs/demo.yaml sizes)."""
+    from synctalk.runtime import resolve_device
+    from synctalk.train.trainer import train
+
+    result = train(report.out_dir / "subject", report.out_dir / "workspace", cfg, device=resolve_device(cfg.device))
+    report.files.update(workspace=result.workspace)
+    for stage, info in result.stages.items():
+        log.info("train %s: %s steps, validation PSNR %s dB", stage, info.get("step"), info.get("val_psnr"))
+
+
 def models_missing() -> str | None:
     """Why the stages after `sample` cannot run here (a model file that cannot be had), or None."""
     from synctalk import assets
@@ -117,7 +128,7 @@ def models_missing() -> str | None:
 DEMO_STAGES: list[tuple[str, Callable[[SyncTalkConfig, DemoReport], None] | None, str]] = [
     ("sample", stage_sample, "make the built-in talking clip"),
     ("preprocess", stage_preprocess, "sample.mp4 -> subject dataset (frames, landmarks, masks, poses, audio features)"),
-    ("train", None, "subject -> head and torso model (configs/demo.yaml)"),
+    ("train", stage_train, "subject -> head and torso model (configs/demo.yaml)"),
     ("render", None, "model + new audio -> talking video"),
 ]
 

@@ -76,8 +76,10 @@ def test_demo_command_end_to_end(tmp_path, capsys):
     from synctalk.io.media import probe
 
     out = tmp_path / "demo"
+    quick_train = ["train.head_steps=3", "train.lips_steps=1", "train.torso_steps=1", "train.rays=64",
+                   "train.patch=8", "train.eval_size=16", "train.eval_frames=1", "train.grid_resolution=16"]
     assert main(["demo", "-o", str(out), "demo.seconds=2", "demo.size=128", "--seed", "3", "sync.max_steps=4",
-                 "sync.batch_size=8"]) == 0
+                 "sync.batch_size=8", *quick_train]) == 0
     printed = capsys.readouterr().out
     assert f"video: {out.resolve() / 'sample.mp4'}" in printed
     assert "done  preprocess" in printed or "skip  preprocess" in printed
@@ -91,7 +93,9 @@ def test_demo_command_end_to_end(tmp_path, capsys):
     assert len(json.loads((out / "sample_truth.json").read_text())["mouth_open"]) == 50
     if report["stages_blocked"]:
         pytest.skip("face_landmarker.task not in the test model cache: preprocess stage not exercised")
-    assert report["stages_run"] == ["sample", "preprocess"]
+    assert report["stages_run"] == ["sample", "preprocess", "train"]
+    log = json.loads((out / "workspace" / "train_log.json").read_text())
+    assert [log["stages"][s]["status"] for s in ("head", "lips", "torso")] == ["done"] * 3
     from synctalk.data import SubjectDataset
 
     subject = SubjectDataset(out / "subject", require=("frames", "audio", "landmarks", "parsing", "audio_features",
@@ -113,4 +117,4 @@ def test_demo_without_model_files_says_what_is_missing(tmp_path, capsys, monkeyp
     captured = capsys.readouterr()
     assert "skip  preprocess" in captured.out and "face_landmarker.task" in captured.err
     assert str(tmp_path / "empty" / "face_landmarker.task") in captured.err
-    assert json.loads((out / "demo_report.json").read_text())["stages_blocked"] == ["preprocess"]
+    assert json.loads((out / "demo_report.json").read_text())["stages_blocked"] == ["preprocess", "train"]
