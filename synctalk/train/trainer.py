@@ -7,6 +7,11 @@ Stages:
   loss (the documented fallback for a perceptual loss).
 - **torso**: the head frozen; the torso model renders behind it, over the background plate; L1.
 
+Validation sheets (`WORKSPACE/val/<stage>_<step>.png`, also in TensorBoard): per validation frame, ground truth |
+render | error | audio attention | expression attention | head opacity. The attention maps are the head's
+opacity-weighted mean attention per pixel: audio attention belongs on the mouth and jaw, expression attention
+around the eyes and brows (the masked-attention losses push them there).
+
 Workspace:
     config.yaml  checkpoints/<stage>/ckpt_*.pt, best.pt  tb/  train_log.json (stage status, times, metrics)
 
@@ -107,6 +112,17 @@ class EMA:
 
     def load_state_dict(self, state: dict) -> None:
         self.shadow = {k: v.clone() for k, v in state.items()}
+
+
+ATTENTION_MAPS = ("audio_attention", "expression_attention", "opacity")
+
+
+def heat_map(values: torch.Tensor) -> torch.Tensor:
+    """`[H, W]` values in [0, 1] → `[H, W, 3]` inferno colours (for attention and opacity maps)."""
+    from matplotlib import colormaps
+
+    rgb = colormaps["inferno"](values.clamp(0, 1).cpu().numpy())[..., :3]
+    return torch.as_tensor(rgb, dtype=torch.float32, device=values.device)
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -309,9 +325,10 @@ class Trainer:
         return torch.nn.functional.interpolate(tensor, size=(size, size), mode="area")[0].permute(1, 2, 0)
 
     @torch.no_grad()
-    def render_frame(self, frame: int, size: int, with_torso: bool) -> torch.Tensor:
+    def render_frame(self, frame: int, size: int, with_torso: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Full-frame render `[size, size, 3]` of a frame (its pose, audio and expression): the head over the torso
-        model over the background plate, or (`with_torso=False`) the head over the frame's torso plate."""
+        model over the background plate, or (`with_torso=False`) the head over the frame's torso plate; plus the
+        head's per-pixel maps `[size, size]`: audio and expression attention (opacity-weighted), opacity."""
         from synctalk.io.images import read_image
         from synctalk.models.torso import composite_layers, normalize_pixels
         from synctalk.render.rays import generate_rays, pixel_grid
@@ -323,10 +340,12 @@ class Trainer:
         rays_o, rays_d = generate_rays(self.data.poses[frame], K, pixels)
         behind = read_image(self.ds.root / "background.png") if with_torso else self.ds.torso(frame)
         background = self._image(behind, size).reshape(-1, 3)
-        rows = []
+        rows, maps = [], {name: [] for name in ATTENTION_MAPS}
         for chunk in range(0, len(rays_o), 8192):
             sl = slice(chunk, chunk + 8192)
             head = self._head_outputs(frame, rays_o[sl], rays_d[sl], None, early_stop_eps=1e-3)
+            for name in ATTENTION_MAPS:
+                maps[name].append(head[name])
             if with_torso:
                 coords = normalize_pixels(pixels[sl].float() / scale, self.ds.width, self.ds.height)
                 torso = self.torso.render(coords, self.data.pose_vectors[frame], frame_indices=frame)
@@ -334,7 +353,8 @@ class Trainer:
                                              background[sl]))
             else:
                 rows.append(head["rgb"] + (1 - head["opacity"])[:, None] * background[sl])
-        return torch.cat(rows).reshape(size, size, 3)
+        return (torch.cat(rows).reshape(size, size, 3),
+                {name: torch.cat(values).reshape(size, size) for name, values in maps.items()})
 
     @torch.no_grad()
     def evaluate(self, stage: str, step: int, ema: EMA) -> float:
@@ -347,16 +367,19 @@ class Trainer:
         scores, images = [], []
         for k in frames.astype(int):
             frame = self.data.val[k]
-            pred = self.render_frame(frame, size, with_torso=stage == "torso")
+            pred, maps = self.render_frame(frame, size, with_torso=stage == "torso")
             gt = self._image(self.ds.gt(frame), size)
             scores.append(psnr(pred, gt))
-            images.append(torch.cat([gt, pred.clamp(0, 1)], 1))
+            error = (pred.clamp(0, 1) - gt).abs().mean(-1, keepdim=True).expand(-1, -1, 3)
+            images.append(torch.cat([gt, pred.clamp(0, 1), error.clamp(0, 1)]
+                                    + [heat_map(maps[name]) for name in ATTENTION_MAPS], 1))
         module.load_state_dict(current)
         module.train()
         value = float(np.mean(scores))
         sheet = torch.cat(images, 0)
         self.writer.add_scalar(f"{stage}/val_psnr", value, step)
-        self.writer.add_image(f"{stage}/val (gt | render)", sheet.permute(2, 0, 1), step)
+        self.writer.add_image(f"{stage}/val (gt | render | error | audio att. | expression att. | opacity)",
+                              sheet.permute(2, 0, 1), step)
         from synctalk.io.images import write_image
 
         (self.workspace / "val").mkdir(exist_ok=True)

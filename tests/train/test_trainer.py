@@ -37,6 +37,10 @@ def test_all_stages_run_and_leave_checkpoints(subject, tmp_path):
         folder = tmp_path / "ws" / "checkpoints" / stage
         assert (folder / "best.pt").is_file() and len(list(folder.glob("ckpt_*.pt"))) <= 2
     assert (tmp_path / "ws" / "config.yaml").is_file() and any((tmp_path / "ws" / "tb").iterdir())
+    from synctalk.io.images import read_image
+
+    sheet = read_image(tmp_path / "ws" / "val" / "torso_0000002.png")
+    assert sheet.shape == (16, 16 * 6, 3)  # gt | render | error | audio att. | expression att. | opacity
     again = train(subject, tmp_path / "ws", tiny_config(), progress=False)  # finished stages are skipped
     assert again.stages["head"]["seconds"] == report.stages["head"]["seconds"]
 
