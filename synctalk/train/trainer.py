@@ -2,7 +2,8 @@
 
 Stages:
 - **head**: random rays of one training frame per step (`train.head_fraction` inside the head), rendered over the
-  frame's torso plate; uncertainty-weighted L1 + opacity entropy + the facial-aware masked-attention losses.
+  frame's torso plate; L1 (uncertainty-weighted after `train.uncertainty_start` of the stage) + opacity entropy +
+  the facial-aware masked-attention losses.
 - **lips**: P x P patches around the mouth; L1 + `lips_ssim_weight`·(1 - SSIM) + `lips_gradient_weight`·gradient
   loss (the documented fallback for a perceptual loss).
 - **torso**: the head frozen; the torso model renders behind it, over the background plate; L1.
@@ -304,7 +305,13 @@ class Trainer:
             return {"l1": (rgb - target).abs().mean()}
         out = self._head_outputs(batch.frame, rays_o, rays_d, behind)
         lower = torch.as_tensor(batch.lower_face, device=self.device)
-        losses = self.head.get_losses(out, target, lower_face=lower, step=step)
+        from synctalk.models.losses import HeadLossWeights
+
+        # the lips stage keeps plain L1 (its patch losses carry the detail)
+        start = (int(self.tcfg.uncertainty_start * self.tcfg.head_steps)
+                 if stage == "head" and self.tcfg.uncertainty_start < 1 else 2 ** 62)
+        losses = self.head.get_losses(out, target, lower_face=lower, step=step,
+                                      weights=HeadLossWeights(uncertainty_start=start))
         if stage == "lips":
             p = batch.patch
             pred = out["rgb"].T.reshape(1, 3, p, p)

@@ -140,3 +140,13 @@ def test_head_losses_hand_values_and_ramp():
     halfway = head_losses(outputs, torch.zeros(2, 3), step=15, weights=weights)
     assert sorted(halfway) == ["entropy", "photometric"]  # no mask, no attention terms
     torch.testing.assert_close(halfway["entropy"], torch.tensor(math.log(2)))
+
+
+def test_photometric_term_is_plain_l1_until_uncertainty_start():
+    outputs = {"rgb": torch.full((2, 3), 0.5), "uncertainty": torch.full((2,), 2.0), "opacity": torch.ones(2),
+               "audio_attention": torch.zeros(2), "expression_attention": torch.zeros(2)}
+    weights = HeadLossWeights(uncertainty_floor=0.0, uncertainty_start=10)
+    before = head_losses(outputs, torch.zeros(2, 3), step=9, weights=weights)
+    torch.testing.assert_close(before["photometric"], torch.tensor(0.5))  # |0.5 - 0|
+    after = head_losses(outputs, torch.zeros(2, 3), step=10, weights=weights)
+    torch.testing.assert_close(after["photometric"], torch.tensor(0.5 / 8 + math.log(2.0)))
