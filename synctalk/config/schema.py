@@ -109,8 +109,9 @@ class TrainConfig:
     hidden: int = knob(64, "Hidden width of the density and colour networks.")
     grid_resolution: int = knob(128, "Occupancy grid cells per axis.")
     max_steps: int = knob(512, "Samples per ray at most.")
-    uncertainty_start: float = knob(0.5, "Fraction of the head stage after which the photometric loss is "
-                                    "uncertainty-weighted (plain L1 before; 1.0: never).")
+    uncertainty_start: float = knob(1.0, "Fraction of the head stage after which the photometric loss is "
+                                    "uncertainty-weighted (plain L1 before; 1.0: never, the default until a run "
+                                    "shows that a late switch helps).")
     lips_ssim_weight: float = knob(0.2, "Weight of 1 - SSIM on lip patches (the fallback for LPIPS).")
     lips_gradient_weight: float = knob(0.1, "Weight of the image-gradient loss on lip patches.")
     eval_every: int = knob(1000, "Steps between validation renders (PSNR, images in TensorBoard).")
