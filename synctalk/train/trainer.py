@@ -267,7 +267,8 @@ class Trainer:
             bar.close()
         if step < steps:
             log.info("%s stage: time budget reached at step %d of %d", stage, step, steps)
-            save(self.evaluate(stage, step, ema))
+            info["val_psnr"] = self.evaluate(stage, step, ema)
+            save(info["val_psnr"])
         module.load_state_dict(ema.state_dict())  # later stages and rendering use the EMA weights
         save(info.get("val_psnr"))
         info.update(status="done", step=step, seconds=round(elapsed, 1))

@@ -86,3 +86,11 @@ def test_non_finite_loss_stops_with_a_clear_message(subject, tmp_path, monkeypat
     with pytest.raises(SyncTalkError, match="loss became nan at step 2"):
         trainer.train(subject, tmp_path / "ws", tiny_config(checkpoint_every=1), progress=False, stages=("head",))
     assert (tmp_path / "ws" / "checkpoints" / "head" / "ckpt_0000002.pt").is_file()
+
+
+def test_time_budget_stops_a_stage_with_its_validation(subject, tmp_path):
+    from synctalk.train.trainer import train
+
+    report = train(subject, tmp_path / "ws", tiny_config(budget_minutes=1e-6), progress=False, stages=("head",))
+    head = report.stages["head"]
+    assert head["status"] == "done" and head["step"] == 1 and head["val_psnr"] > 0
