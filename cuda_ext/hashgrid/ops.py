@@ -82,13 +82,15 @@ def log_fallback_once(op: str, reason: str) -> None:
         log.info("%s: using the PyTorch reference for this call: %s", op, reason)
 
 
-class _HashGridFunction(torch.autograd.Function):
-    """Fast-path forward/backward; the gradient flows to the embeddings only (points are treated as constants)."""
+class GridEncodeFunction(torch.autograd.Function):
+    """Fast-path forward/backward of a grid encoding (this 3D grid and the tri-plane grid); the gradient flows to
+    the embeddings only (points are treated as constants). `rows_dim`: the embeddings dimension holding the rows
+    (0 for [E, F], 1 for the tri-plane's [3, E, F])."""
 
     @staticmethod
-    def forward(ctx, points, embeddings, offsets, resolutions, bound, module):
+    def forward(ctx, points, embeddings, offsets, resolutions, bound, module, rows_dim):
         ctx.save_for_backward(points)
-        ctx.meta = (offsets, resolutions, bound, module, embeddings.shape[0])
+        ctx.meta = (offsets, resolutions, bound, module, embeddings.shape[rows_dim])
         return module.forward(points, embeddings, list(offsets), list(resolutions), float(bound))
 
     @staticmethod
@@ -100,7 +102,7 @@ class _HashGridFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_embeddings = module.backward(grad_out.contiguous(), points, list(offsets), list(resolutions),
                                               float(bound), num_rows)
-        return None, grad_embeddings, None, None, None, None
+        return None, grad_embeddings, None, None, None, None, None
 
 
 def hashgrid_encode(points: torch.Tensor, embeddings: torch.Tensor, offsets, resolutions, bound: float = 1.0, *,
@@ -126,5 +128,5 @@ def hashgrid_encode(points: torch.Tensor, embeddings: torch.Tensor, offsets, res
         backend_calls["torch"] += 1
         return reference.hashgrid_encode(points, embeddings, offsets, resolutions, bound)
     backend_calls[name] += 1
-    return _HashGridFunction.apply(points.detach().contiguous(), embeddings.contiguous(), offsets, resolutions,
-                                   float(bound), module)
+    return GridEncodeFunction.apply(points.detach().contiguous(), embeddings.contiguous(), offsets, resolutions,
+                                    float(bound), module, 0)

@@ -19,36 +19,14 @@ from __future__ import annotations
 from collections import Counter
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from cuda_ext.build import resolve_backend
-from cuda_ext.hashgrid.ops import check_inputs, fast_path_blocker, log_fallback_once
+from cuda_ext.hashgrid.ops import GridEncodeFunction, check_inputs, fast_path_blocker, log_fallback_once
 from cuda_ext.trihash import reference
 
 OP = "trihash"
 # Backend that actually ran, per call: lets tests prove a fast path was exercised.
 backend_calls: Counter[str] = Counter()
-
-
-class _TriHashFunction(torch.autograd.Function):
-    """Fast-path forward/backward; the gradient flows to the embeddings only (points are treated as constants)."""
-
-    @staticmethod
-    def forward(ctx, points, embeddings, offsets, resolutions, bound, module):
-        ctx.save_for_backward(points)
-        ctx.meta = (offsets, resolutions, bound, module, embeddings.shape[1])
-        return module.forward(points, embeddings, list(offsets), list(resolutions), float(bound))
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_out):
-        (points,) = ctx.saved_tensors
-        offsets, resolutions, bound, module, num_rows = ctx.meta
-        grad_embeddings = None
-        if ctx.needs_input_grad[1]:
-            grad_embeddings = module.backward(grad_out.contiguous(), points, list(offsets), list(resolutions),
-                                              float(bound), num_rows)
-        return None, grad_embeddings, None, None, None, None
 
 
 def trihash_encode(points: torch.Tensor, embeddings: torch.Tensor, offsets, resolutions, bound: float = 1.0, *,
@@ -74,5 +52,5 @@ def trihash_encode(points: torch.Tensor, embeddings: torch.Tensor, offsets, reso
         backend_calls["torch"] += 1
         return reference.trihash_encode(points, embeddings, offsets, resolutions, bound)
     backend_calls[name] += 1
-    return _TriHashFunction.apply(points.detach().contiguous(), embeddings.contiguous(), offsets, resolutions,
-                                  float(bound), module)
+    return GridEncodeFunction.apply(points.detach().contiguous(), embeddings.contiguous(), offsets, resolutions,
+                                    float(bound), module, 1)
