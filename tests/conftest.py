@@ -39,64 +39,140 @@ def real_file(relative: str) -> Path:
     return path
 
 
-@pytest.fixture
-def make_subject(tmp_path):
-    """Build a small, complete, valid subject directory: `make_subject(n_frames=12, size=(24, 32))`."""
+def build_subject(root: Path, n_frames: int = 12, size: tuple[int, int] = (24, 32), fps: float = 25.0,
+                  steps: tuple[str, ...] | None = None, audio: np.ndarray | None = None,
+                  frames: np.ndarray | None = None, source: dict | None = None) -> Path:
+    """A small, complete, valid subject directory. Default: random frames, silent audio and random [16, 8]
+    features; with `audio` (16 kHz), real `mel` features of it ([80, 16], so new audio can be rendered)."""
     from synctalk.data import STEPS, SubjectWriter
     from synctalk.io.media import write_wav
 
-    def build(n_frames: int = 12, size: tuple[int, int] = (24, 32), fps: float = 25.0, name: str = "subject",
-              steps: tuple[str, ...] = tuple(STEPS)) -> Path:
-        height, width = size
-        rng = np.random.default_rng(0)
-        writer = SubjectWriter(tmp_path / name)
-        writer.init_meta(n_frames, fps, width, height, 16000, source={"path": "synthetic"})
-        if "frames" in steps:
-            for i in range(n_frames):
-                writer.write_frame("frames", i, rng.integers(0, 255, (height, width, 3), dtype=np.uint8))
-            writer.mark_step("frames", seconds=0.1)
-        if "audio" in steps:
-            write_wav(writer.root / "audio.wav", np.zeros(int(round(n_frames / fps * 16000)), np.float32))
-            writer.mark_step("audio")
-        if "landmarks" in steps:
-            writer.save_array("landmarks.npy", rng.uniform(0, min(size), (n_frames, 478, 3)))
-            writer.save_array("face_flags.npy", np.ones(n_frames))
-            writer.save_array("blendshapes.npy", rng.uniform(0, 1, (n_frames, 52)))
-            writer.save_array("face_transforms.npy", np.tile(np.eye(4), (n_frames, 1, 1)))
-            writer.mark_step("landmarks")
-        if "parsing" in steps:
-            for i in range(n_frames):
-                writer.write_frame("parsing", i, rng.integers(0, 8, (height, width), dtype=np.uint8))
-            writer.mark_step("parsing")
-        if "background" in steps:
-            from synctalk.io.images import write_image
+    steps = tuple(STEPS) if steps is None else steps
+    height, width = size
+    rng = np.random.default_rng(0)
+    writer = SubjectWriter(root)
+    writer.init_meta(n_frames, fps, width, height, 16000, source=source or {"path": "synthetic"})
+    if "frames" in steps:
+        for i in range(n_frames):
+            image = frames[i] if frames is not None else rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            writer.write_frame("frames", i, image)
+        writer.mark_step("frames", seconds=0.1)
+    if audio is None:
+        audio = np.zeros(int(round(n_frames / fps * 16000)), np.float32)
+    if "audio" in steps:
+        write_wav(writer.root / "audio.wav", audio)
+        writer.mark_step("audio")
+    if "landmarks" in steps:
+        writer.save_array("landmarks.npy", rng.uniform(0, min(size), (n_frames, 478, 3)))
+        writer.save_array("face_flags.npy", np.ones(n_frames))
+        writer.save_array("blendshapes.npy", rng.uniform(0, 1, (n_frames, 52)))
+        writer.save_array("face_transforms.npy", np.tile(np.eye(4), (n_frames, 1, 1)))
+        writer.mark_step("landmarks")
+    if "parsing" in steps:
+        for i in range(n_frames):
+            writer.write_frame("parsing", i, rng.integers(0, 8, (height, width), dtype=np.uint8))
+        writer.mark_step("parsing")
+    if "background" in steps:
+        from synctalk.io.images import write_image
 
-            write_image(writer.root / "background.png", np.zeros((height, width, 3), np.uint8))
-            for i in range(n_frames):
-                writer.write_frame("gt", i, np.zeros((height, width, 3), np.uint8))
-            writer.mark_step("background")
-        if "torso" in steps:
-            for i in range(n_frames):
-                writer.write_frame("torso", i, np.zeros((height, width, 3), np.uint8))
-            writer.mark_step("torso")
-        if "pose" in steps:
-            writer.save_array("poses.npy", np.tile(np.eye(4), (n_frames, 1, 1)))
-            writer.save_array("poses_raw.npy", np.tile(np.eye(4), (n_frames, 1, 1)))
-            writer.save_array("pose_errors.npy", np.ones((n_frames, 2)))
-            writer.write_json("intrinsics.json", {"fx": 30.0, "fy": 30.0, "cx": width / 2, "cy": height / 2,
-                                                  "width": width, "height": height})
-            writer.mark_step("pose")
-        if "audio_features" in steps:
+        write_image(writer.root / "background.png", np.zeros((height, width, 3), np.uint8))
+        for i in range(n_frames):
+            writer.write_frame("gt", i, frames[i] if frames is not None else np.zeros((height, width, 3), np.uint8))
+        writer.mark_step("background")
+    if "torso" in steps:
+        for i in range(n_frames):
+            writer.write_frame("torso", i, np.zeros((height, width, 3), np.uint8))
+        writer.mark_step("torso")
+    if "pose" in steps:
+        writer.save_array("poses.npy", np.tile(np.eye(4), (n_frames, 1, 1)))
+        writer.save_array("poses_raw.npy", np.tile(np.eye(4), (n_frames, 1, 1)))
+        writer.save_array("pose_errors.npy", np.ones((n_frames, 2)))
+        writer.write_json("intrinsics.json", {"fx": 30.0, "fy": 30.0, "cx": width / 2, "cy": height / 2,
+                                              "width": width, "height": height})
+        writer.mark_step("pose")
+    if "audio_features" in steps:
+        if audio.any():
+            from synctalk.audio.features import compute_features
+
+            features = compute_features("mel", audio, 16000, n_frames, fps)
+            writer.save_array("audio_features.npy", features.features)
+            writer.write_json("audio_features.json", features.info)
+        else:
             writer.save_array("audio_features.npy", rng.normal(size=(n_frames, 16, 8)))
             writer.write_json("audio_features.json", {"backend": "mel", "shape": [16, 8]})
-            writer.mark_step("audio_features")
-        if "splits" in steps:
-            writer.write_json("splits.json", {"train": list(range(n_frames - 2)),
-                                              "val": [n_frames - 2, n_frames - 1]})
-            writer.mark_step("splits")
-        return writer.root
+        writer.mark_step("audio_features")
+    if "splits" in steps:
+        writer.write_json("splits.json", {"train": list(range(n_frames - 2)),
+                                          "val": [n_frames - 2, n_frames - 1]})
+        writer.mark_step("splits")
+    return writer.root
+
+
+@pytest.fixture
+def make_subject(tmp_path):
+    """Build a small, complete, valid subject directory: `make_subject(n_frames=12, size=(24, 32))`."""
+
+    def build(n_frames: int = 12, size: tuple[int, int] = (24, 32), fps: float = 25.0, name: str = "subject",
+              steps: tuple[str, ...] | None = None) -> Path:
+        return build_subject(tmp_path / name, n_frames, size, fps, steps)
 
     return build
+
+
+def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
+    """16 kHz test audio: a 150 Hz buzz whose loudness follows random syllables (0.1-0.3 s)."""
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * 16000))
+    envelope = np.zeros(n, np.float32)
+    t = 0
+    while t < n:
+        length = int(rng.uniform(0.1, 0.3) * 16000)
+        envelope[t:t + length] = rng.uniform(0.05, 0.5)
+        t += length + int(rng.uniform(0.02, 0.1) * 16000)
+    buzz = np.sign(np.sin(2 * np.pi * 150 * np.arange(n) / 16000)).astype(np.float32)
+    return envelope * buzz
+
+
+def tiny_train_config(**overrides):
+    """A training config that runs every stage in seconds on tiny subjects."""
+    from synctalk.config import SyncTalkConfig, TrainConfig
+
+    train = dict(head_steps=4, lips_steps=2, torso_steps=2, portrait_steps=2, portrait_frames=2, portrait_patch=16,
+                 rays=64, patch=8, eval_size=16, eval_frames=1, grid_resolution=16, field_levels=2, field_base=8,
+                 field_finest=32, hidden=16, max_steps=32, eval_every=2, checkpoint_every=2, log_every=1,
+                 keep_last=2)
+    train.update(overrides)
+    return SyncTalkConfig(device="cpu", train=TrainConfig(**train))
+
+
+@pytest.fixture(scope="session")
+def trained_workspace(tmp_path_factory):
+    """A workspace trained (all stages, a few steps) on a 32 x 32 subject with mel features of speech-like audio
+    and an original 48 x 48 video (the subject is its centre crop), once per session: (workspace, subject)."""
+    import torch
+
+    from synctalk.io.media import write_video
+    from synctalk.train.trainer import train
+
+    root = tmp_path_factory.mktemp("trained")
+    n_frames, fps = 20, 25.0
+    rng = np.random.default_rng(1)
+    originals = np.repeat(np.repeat(rng.integers(0, 255, (n_frames, 12, 12, 3)), 4, 1), 4, 2).astype(np.uint8)
+    video = write_video(root / "original.mp4", originals, fps)
+    source = {"path": str(video), "width": 48, "height": 48, "fps": fps}
+    subject = build_subject(root / "subject", n_frames, (32, 32), fps, audio=speech_like(n_frames / fps),
+                            frames=originals[:, 8:40, 8:40], source=source)
+    from synctalk.data import SubjectWriter
+
+    SubjectWriter(subject).update_meta(crop={"x0": 8, "y0": 8, "side": 32, "source_width": 48,
+                                             "source_height": 48})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(subject, root / "ws", tiny_train_config(), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+    return root / "ws", subject
 
 
 def _quick_config(**preprocess):

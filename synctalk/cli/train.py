@@ -11,13 +11,15 @@ from synctalk.cli.common import add_common_args
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "train", help="train the head and torso models on a preprocessed subject",
-        description="Stages head (random rays) → lips (mouth patches) → torso (head frozen). Each stage is "
-                    "resumable: run the same command again to continue; Ctrl-C saves first. TensorBoard logs "
-                    "go to WORKSPACE/tb. Recipes: --config default (GPU, full quality), cpu, demo.")
+        description="Stages head (random rays) → lips (mouth patches) → torso (head frozen) → portrait (seam "
+                    "restorer). Each stage is resumable: run the same command again to continue; Ctrl-C saves "
+                    "first. TensorBoard logs go to WORKSPACE/tb. Recipes: --config default (GPU, full quality), "
+                    "cpu, demo.")
     parser.add_argument("subject", type=Path, help="subject directory from `synctalk preprocess`")
     parser.add_argument("-w", "--workspace", type=Path, required=True, help="folder for checkpoints and logs")
-    parser.add_argument("--stages", nargs="+", choices=("head", "lips", "torso"), default=["head", "lips", "torso"],
-                        help="stages to run (default: all, in order)")
+    stages = ("head", "lips", "torso", "portrait")
+    parser.add_argument("--stages", nargs="+", choices=stages, default=list(stages),
+                        help="stages to run (default: all, in order; portrait needs the original video)")
     add_common_args(parser)
     parser.set_defaults(handler=run)
 
@@ -34,6 +36,9 @@ def run(args: argparse.Namespace) -> int:
     for stage, info in report.stages.items():
         psnr = info.get("val_psnr")
         print(f"{stage:6s} {info.get('status', '')}: {info.get('step', 0)} steps in {info.get('seconds', 0):.0f} s"
-              + (f", validation PSNR {psnr:.2f} dB" if psnr is not None else ""))
+              + (f", validation PSNR {psnr:.2f} dB" if psnr is not None else "")
+              + (f", repair-region PSNR {info['val_region_psnr_paste']:.2f} dB (paste-back) -> "
+                 f"{info['val_region_psnr_restored']:.2f} dB (restorer)" if "val_region_psnr_restored" in info
+                 else "") + (f" ({info['reason']})" if "reason" in info else ""))
     print(f"workspace: {report.workspace}")
     return 0

@@ -96,6 +96,9 @@ class TrainConfig:
     head_steps: int = knob(20000, "Head stage: random-ray steps.")
     lips_steps: int = knob(4000, "Lips stage: patch steps around the mouth (SSIM + gradient loss).")
     torso_steps: int = knob(8000, "Torso stage: steps with the head frozen.")
+    portrait_steps: int = knob(2000, "Portrait stage: restorer steps (0: no restorer; needs the original video).")
+    portrait_frames: int = knob(48, "Training frames rendered and pasted back to train the restorer.")
+    portrait_patch: int = knob(128, "Restorer training window side (crop pixels).")
     rays: int = knob(4096, "Rays per step (head and torso stages).")
     patch: int = knob(32, "Patch side in the lips stage (pixels).")
     head_fraction: float = knob(0.6, "Fraction of random rays drawn inside the head.")
@@ -112,6 +115,9 @@ class TrainConfig:
     uncertainty_start: float = knob(1.0, "Fraction of the head stage after which the photometric loss is "
                                     "uncertainty-weighted (plain L1 before; 1.0: never, the default until a run "
                                     "shows that a late switch helps).")
+    mask_weight: float = knob(0.05, "Silhouette loss weight: head opacity vs the head mask (head and lips "
+                              "stages), torso alpha vs the neck + torso mask outside the head (torso stage).")
+    entropy_weight: float = knob(1e-4, "Opacity entropy weight (head stage).")
     lips_ssim_weight: float = knob(0.2, "Weight of 1 - SSIM on lip patches (the fallback for LPIPS).")
     lips_gradient_weight: float = knob(0.1, "Weight of the image-gradient loss on lip patches.")
     eval_every: int = knob(1000, "Steps between validation renders (PSNR, images in TensorBoard).")

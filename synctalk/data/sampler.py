@@ -5,7 +5,8 @@ Each batch holds rays of one frame: pixel coordinates, target colours, the colou
 for the head stage, the background plate for the torso stage) and per-ray region flags from the parsing map and
 landmarks. Two layouts:
 
-- random rays: `head_fraction` of them inside the head (parsing HEAD_LABELS, plus a margin), the rest anywhere;
+- random rays: `head_fraction` of them inside the focus region (the head, parsing HEAD_LABELS, or with
+  `focus="torso"` the neck and torso), the rest anywhere;
 - a square patch (`patch=P`): P x P neighbouring pixels around the mouth (or a random head point), for patch
   losses (SSIM, LPIPS) in the lips stage.
 
@@ -24,6 +25,7 @@ from synctalk.data.subject import SubjectDataset
 
 NOSE_TIP, CHIN = 1, 152          # MediaPipe mesh indices: the lower face runs from the nose tip to the chin
 MOUTH_CENTRE = (13, 14)          # inner upper / lower lip
+FOCUS_LABELS = {"head": HEAD_LABELS, "torso": (PARSING_LABELS["neck"], PARSING_LABELS["torso"])}
 
 
 @dataclass
@@ -53,11 +55,15 @@ class RaySampler:
     """Random ray batches from the frames `indices` of a subject (see module docstring)."""
 
     def __init__(self, ds: SubjectDataset, indices: list[int], n_rays: int, seed: int = 0,
-                 head_fraction: float = 0.5, behind: str = "torso", patch: int = 0, mouth_patches: float = 0.5):
+                 head_fraction: float = 0.5, behind: str = "torso", patch: int = 0, mouth_patches: float = 0.5,
+                 focus: str = "head"):
         if not indices:
             raise ValueError("RaySampler needs at least one frame index")
         if behind not in ("torso", "background"):
             raise ValueError(f"behind must be 'torso' or 'background', got '{behind}'")
+        if focus not in FOCUS_LABELS:
+            raise ValueError(f"focus must be one of {', '.join(FOCUS_LABELS)}, got '{focus}'")
+        self.focus_labels = FOCUS_LABELS[focus]
         self.ds, self.indices, self.n_rays = ds, np.asarray(indices), n_rays
         self.head_fraction, self.behind, self.patch, self.mouth_patches = head_fraction, behind, patch, mouth_patches
         self.rng = np.random.default_rng(seed)
@@ -99,14 +105,14 @@ class RaySampler:
 
     def _random_pixels(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         height, width = labels.shape
-        n_head = int(round(self.n_rays * self.head_fraction))
-        head_y, head_x = np.nonzero(np.isin(labels, HEAD_LABELS))
-        if len(head_y) == 0:
-            n_head = 0
-        pick = self.rng.integers(0, max(len(head_y), 1), n_head)
-        n_any = self.n_rays - n_head
-        xs = np.concatenate([head_x[pick], self.rng.integers(0, width, n_any)])
-        ys = np.concatenate([head_y[pick], self.rng.integers(0, height, n_any)])
+        n_focus = int(round(self.n_rays * self.head_fraction))
+        focus_y, focus_x = np.nonzero(np.isin(labels, self.focus_labels))
+        if len(focus_y) == 0:
+            n_focus = 0
+        pick = self.rng.integers(0, max(len(focus_y), 1), n_focus)
+        n_any = self.n_rays - n_focus
+        xs = np.concatenate([focus_x[pick], self.rng.integers(0, width, n_any)])
+        ys = np.concatenate([focus_y[pick], self.rng.integers(0, height, n_any)])
         return xs, ys
 
     def _patch_pixels(self, frame: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -264,7 +264,9 @@ class HeadModelConfig:
     grid_resolution: int = 64
     """Occupancy grid cells per axis."""
     grid_threshold: float = 0.01
-    """Occupancy density threshold (1 / world units)."""
+    """Occupancy threshold on the opacity of one marching step, ``1 - exp(-sigma * step_size)`` ~ ``sigma *
+    step_size`` (as nerfacc's occupancy grid; the density threshold is this / step_size). Empty space that keeps
+    a faint density (~0.05 / unit) is skipped, which removes haze and most samples."""
     grid_warmup_steps: int = 256
     """Steps during which every grid cell is refreshed."""
     grid_update_every: int = 16
@@ -304,14 +306,15 @@ class HeadModel(nn.Module):
         self.audio_net = AudioNet(audio_feature_shape, config.audio_window, field_config.audio_dim,
                                   hidden=config.audio_hidden)
         self.field = HeadField(field_config)
+        lo, hi = torch.tensor(field_config.aabb[:3]), torch.tensor(field_config.aabb[3:])
+        self.step_size = config.step_size or float(torch.linalg.norm(hi - lo)) / 512
+        # a cell is occupied when one marching step through it would be at least grid_threshold opaque
         self.grid = OccupancyGrid(torch.tensor(field_config.aabb), config.grid_resolution,
-                                  threshold=config.grid_threshold, warmup_steps=config.grid_warmup_steps,
-                                  update_every=config.grid_update_every)
+                                  threshold=config.grid_threshold / self.step_size,
+                                  warmup_steps=config.grid_warmup_steps, update_every=config.grid_update_every)
         self.appearance = nn.Embedding(n_frames, field_config.appearance_dim)
         # zero codes: every frame starts with the same appearance, and an unseen frame (code 0) matches that start
         nn.init.zeros_(self.appearance.weight)
-        lo, hi = torch.tensor(field_config.aabb[:3]), torch.tensor(field_config.aabb[3:])
-        self.step_size = config.step_size or float(torch.linalg.norm(hi - lo)) / 512
 
     def encode_audio(self, features: Tensor, frame_indices: Tensor | int) -> Tensor:
         """Audio codes of frames: features [N, *shape] (the whole clip), frame_indices int or [B] → [32] or [B, 32]."""
@@ -386,9 +389,10 @@ class HeadModel(nn.Module):
         return result
 
     def get_losses(self, outputs: dict[str, Tensor], target_rgb: Tensor, lower_face: Tensor | None = None,
-                   step: int = 0, weights: HeadLossWeights | None = None) -> dict[str, Tensor]:
+                   step: int = 0, weights: HeadLossWeights | None = None,
+                   head_mask: Tensor | None = None) -> dict[str, Tensor]:
         """Weighted loss terms of a :meth:`render` output: :func:`synctalk.models.losses.head_losses`."""
-        return head_losses(outputs, target_rgb, lower_face, step, weights)
+        return head_losses(outputs, target_rgb, lower_face, step, weights, head_mask)
 
     @torch.no_grad()
     def update_occupancy(self, step: int, audio_codes: Tensor | None = None, expressions: Tensor | None = None,

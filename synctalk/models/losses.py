@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["HeadLossWeights", "attention_losses", "gradient_loss", "head_losses", "lip_patch_loss", "masked_mean",
-           "opacity_entropy", "ramp", "ssim_loss", "uncertainty_l1"]
+__all__ = ["HeadLossWeights", "attention_losses", "gradient_loss", "head_losses", "lip_patch_loss", "mask_loss",
+           "masked_mean", "opacity_entropy", "ramp", "ssim_loss", "uncertainty_l1"]
 
 
 def uncertainty_l1(pred: Tensor, target: Tensor, uncertainty: Tensor, floor: float = 0.01) -> Tensor:
@@ -169,10 +169,25 @@ class HeadLossWeights:
     """Audio attention outside the lower face (:func:`attention_losses`)."""
     expression_attention: float = 1e-4
     """Expression attention inside the lower face."""
+    mask: float = 0.0
+    """Silhouette term (:func:`mask_loss`): head opacity against the parsing map's head mask."""
+
+
+def mask_loss(alpha: Tensor, mask: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Binary cross-entropy between a rendered alpha [R] and a parsing mask [R] (bool), over ``valid`` rays.
+
+    Pins the silhouette early: without it a radiance field may explain the face with a semi-transparent haze over
+    the plate behind it. Example: alpha 0.5 everywhere → log 2 ≈ 0.693 whatever the mask.
+    """
+    alpha = alpha.clamp(1e-4, 1 - 1e-4)
+    bce = torch.nn.functional.binary_cross_entropy(alpha, mask.to(alpha.dtype), reduction="none")
+    if valid is None:
+        return bce.mean()
+    return (bce * valid).sum() / valid.sum().clamp(min=1)
 
 
 def head_losses(outputs: dict[str, Tensor], target_rgb: Tensor, lower_face: Tensor | None = None, step: int = 0,
-                weights: HeadLossWeights | None = None) -> dict[str, Tensor]:
+                weights: HeadLossWeights | None = None, head_mask: Tensor | None = None) -> dict[str, Tensor]:
     """Weighted loss terms of one head step; the training loss is their sum.
 
     Args:
@@ -180,6 +195,7 @@ def head_losses(outputs: dict[str, Tensor], target_rgb: Tensor, lower_face: Tens
             ``expression_attention`` [R]).
         target_rgb: [R, 3] ground-truth colours (composited over the same background as the render).
         lower_face: [R] bool lower-face mask, or None to skip the attention terms (e.g. no parsing for the frame).
+        head_mask: [R] bool head mask for the silhouette term (``weights.mask``), or None to skip it.
         step: training step (for the entropy ramp).
         weights: :class:`HeadLossWeights` (defaults when None).
 
@@ -200,4 +216,6 @@ def head_losses(outputs: dict[str, Tensor], target_rgb: Tensor, lower_face: Tens
                                                        lower_face)
         losses["audio_attention"] = weights.audio_attention * audio_loss
         losses["expression_attention"] = weights.expression_attention * expression_loss
+    if head_mask is not None and weights.mask > 0:
+        losses["mask"] = weights.mask * mask_loss(outputs["opacity"], head_mask)
     return losses

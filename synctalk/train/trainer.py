@@ -6,7 +6,9 @@ Stages:
   the facial-aware masked-attention losses.
 - **lips**: P x P patches around the mouth; L1 + `lips_ssim_weight`·(1 - SSIM) + `lips_gradient_weight`·gradient
   loss (the documented fallback for a perceptual loss).
-- **torso**: the head frozen; the torso model renders behind it, over the background plate; L1.
+- **torso**: the head frozen; the torso model renders behind it, over the background plate; L1 + silhouette.
+- **portrait**: the Portrait-Sync Generator's restorer (synctalk.train.portrait), when the original video is
+  available.
 
 Validation sheets (`WORKSPACE/val/<stage>_<step>.png`, also in TensorBoard): per validation frame, ground truth |
 render | error | audio attention | expression attention | head opacity. The attention maps are the head's
@@ -39,11 +41,12 @@ from synctalk.data.contract import TRAIN_STEPS
 from synctalk.data.sampler import RayBatch, RaySampler
 from synctalk.errors import SyncTalkError
 from synctalk.io.atomic import atomic_write_json
+from synctalk.models.frame import HEAD_MAPS, FrameInputs, FrameOutput, render_frame, scaled_intrinsics
 from synctalk.train.checkpoint import CheckpointManager, capture_rng, restore_rng
 
 log = logging.getLogger("synctalk.train")
 
-STAGES = ("head", "lips", "torso")
+STAGES = ("head", "lips", "torso", "portrait")
 
 
 @dataclass
@@ -115,9 +118,6 @@ class EMA:
         self.shadow = {k: v.clone() for k, v in state.items()}
 
 
-ATTENTION_MAPS = ("audio_attention", "expression_attention", "opacity")
-
-
 def heat_map(values: torch.Tensor) -> torch.Tensor:
     """`[H, W]` values in [0, 1] → `[H, W, 3]` inferno colours (for attention and opacity maps)."""
     from matplotlib import colormaps
@@ -158,16 +158,26 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ stages
     def run(self, stages: tuple[str, ...] = STAGES) -> TrainReport:
+        from synctalk.train.portrait import train_portrait
+
         budget_s = 60.0 * self.tcfg.budget_minutes
-        total_steps = sum(self._steps(s) for s in stages) or 1
-        for stage in stages:
+        ray_stages = [s for s in stages if s != "portrait"]   # the portrait stage is small; it has no share
+        total_steps = sum(self._steps(s) for s in ray_stages) or 1
+        for stage in ray_stages:
             stage_budget = budget_s * self._steps(stage) / total_steps if budget_s > 0 else 0.0
             self._run_stage(stage, stage_budget)
+        if "portrait" in stages:
+            self._load_previous_stage_weights("portrait")
+            train_portrait(self)
         self.writer.close()
         return TrainReport(self.workspace, self.state["stages"])
 
     def _steps(self, stage: str) -> int:
         return {"head": self.tcfg.head_steps, "lips": self.tcfg.lips_steps, "torso": self.tcfg.torso_steps}[stage]
+
+    @property
+    def torso_trained(self) -> bool:
+        return CheckpointManager(self.workspace / "checkpoints" / "torso").load_latest() is not None
 
     def _modules(self, stage: str) -> torch.nn.Module:
         return self.torso if stage == "torso" else self.head
@@ -181,7 +191,7 @@ class Trainer:
 
     def _load_previous_stage_weights(self, stage: str) -> None:
         """A later stage starts from the finished earlier ones (their EMA weights when kept)."""
-        for earlier in STAGES[:STAGES.index(stage)]:
+        for earlier in ("head", "lips", "torso")[:STAGES.index(stage)]:
             ckpt = CheckpointManager(self.workspace / "checkpoints" / earlier).load_latest()
             if ckpt is not None:
                 self._modules(earlier).load_state_dict(ckpt["model"])
@@ -201,7 +211,8 @@ class Trainer:
         manager = CheckpointManager(self.workspace / "checkpoints" / stage, self.tcfg.keep_last)
         sampler = RaySampler(self.ds, self.data.train, self.tcfg.rays, seed=self.cfg.seed,
                              head_fraction=self.tcfg.head_fraction, behind="background" if stage == "torso"
-                             else "torso", patch=self.tcfg.patch if stage == "lips" else 0)
+                             else "torso", patch=self.tcfg.patch if stage == "lips" else 0,
+                             focus="torso" if stage == "torso" else "head")
         step, elapsed = 0, 0.0
         resume = manager.load_latest()
         if resume is not None:
@@ -290,7 +301,7 @@ class Trainer:
                                 background=behind, early_stop_eps=early_stop_eps)
 
     def _losses(self, stage: str, batch: RayBatch, step: int) -> dict[str, torch.Tensor]:
-        from synctalk.models.losses import lip_patch_loss
+        from synctalk.models.losses import HeadLossWeights, lip_patch_loss, mask_loss
         from synctalk.models.torso import composite_layers, normalize_pixels
 
         target = torch.as_tensor(batch.target, device=self.device)
@@ -303,16 +314,20 @@ class Trainer:
                                       self.ds.height)
             torso = self.torso.render(pixels, self.data.pose_vectors[batch.frame], frame_indices=batch.frame)
             rgb = composite_layers(head["rgb"], head["opacity"], torso["rgb"], torso["alpha"], behind)
-            return {"l1": (rgb - target).abs().mean()}
+            losses = {"l1": (rgb - target).abs().mean()}
+            if self.tcfg.mask_weight > 0:
+                outside_head = torch.as_tensor(~batch.head, device=self.device).float()
+                losses["mask"] = self.tcfg.mask_weight * mask_loss(
+                    torso["alpha"], torch.as_tensor(batch.torso, device=self.device), outside_head)
+            return losses
         out = self._head_outputs(batch.frame, rays_o, rays_d, behind)
         lower = torch.as_tensor(batch.lower_face, device=self.device)
-        from synctalk.models.losses import HeadLossWeights
-
         # the lips stage keeps plain L1 (its patch losses carry the detail)
         start = (int(self.tcfg.uncertainty_start * self.tcfg.head_steps)
                  if stage == "head" and self.tcfg.uncertainty_start < 1 else 2 ** 62)
-        losses = self.head.get_losses(out, target, lower_face=lower, step=step,
-                                      weights=HeadLossWeights(uncertainty_start=start))
+        weights = HeadLossWeights(uncertainty_start=start, mask=self.tcfg.mask_weight, entropy=self.tcfg.entropy_weight)
+        losses = self.head.get_losses(out, target, lower_face=lower, step=step, weights=weights,
+                                      head_mask=torch.as_tensor(batch.head, device=self.device))
         if stage == "lips":
             p = batch.patch
             pred = out["rgb"].T.reshape(1, 3, p, p)
@@ -332,37 +347,22 @@ class Trainer:
         tensor = torch.as_tensor(np.array(image), device=self.device).float().permute(2, 0, 1)[None] / 255
         return torch.nn.functional.interpolate(tensor, size=(size, size), mode="area")[0].permute(1, 2, 0)
 
-    @torch.no_grad()
-    def render_frame(self, frame: int, size: int, with_torso: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Full-frame render `[size, size, 3]` of a frame (its pose, audio and expression): the head over the torso
-        model over the background plate, or (`with_torso=False`) the head over the frame's torso plate; plus the
-        head's per-pixel maps `[size, size]`: audio and expression attention (opacity-weighted), opacity."""
-        from synctalk.io.images import read_image
-        from synctalk.models.torso import composite_layers, normalize_pixels
-        from synctalk.render.rays import generate_rays, pixel_grid
+    def frame_inputs(self, frame: int) -> FrameInputs:
+        """The conditioning of a subject frame: its pose, audio, expression and appearance code."""
+        return FrameInputs(c2w=self.data.poses[frame], audio_code=self.head.encode_audio(self.data.features, frame),
+                           expression=self.data.expressions[frame], torso_pose=self.data.pose_vectors[frame],
+                           appearance_frame=frame)
 
-        scale = size / self.ds.width
-        K = self.data.K.clone()
-        K[:2] *= scale
-        pixels = pixel_grid(size, size, device=self.device)
-        rays_o, rays_d = generate_rays(self.data.poses[frame], K, pixels)
+    @torch.no_grad()
+    def render_frame(self, frame: int, size: int, with_torso: bool) -> FrameOutput:
+        """A validation render `[size, size]` of a frame: the head over the torso model over the background plate,
+        or (`with_torso=False`) the head over the frame's torso plate."""
+        from synctalk.io.images import read_image
+
         behind = read_image(self.ds.root / "background.png") if with_torso else self.ds.torso(frame)
-        background = self._image(behind, size).reshape(-1, 3)
-        rows, maps = [], {name: [] for name in ATTENTION_MAPS}
-        for chunk in range(0, len(rays_o), 8192):
-            sl = slice(chunk, chunk + 8192)
-            head = self._head_outputs(frame, rays_o[sl], rays_d[sl], None, early_stop_eps=1e-3)
-            for name in ATTENTION_MAPS:
-                maps[name].append(head[name])
-            if with_torso:
-                coords = normalize_pixels(pixels[sl].float() / scale, self.ds.width, self.ds.height)
-                torso = self.torso.render(coords, self.data.pose_vectors[frame], frame_indices=frame)
-                rows.append(composite_layers(head["rgb"], head["opacity"], torso["rgb"], torso["alpha"],
-                                             background[sl]))
-            else:
-                rows.append(head["rgb"] + (1 - head["opacity"])[:, None] * background[sl])
-        return (torch.cat(rows).reshape(size, size, 3),
-                {name: torch.cat(values).reshape(size, size) for name, values in maps.items()})
+        return render_frame(self.head, self.torso if with_torso else None, self.frame_inputs(frame),
+                            scaled_intrinsics(self.data.K, size / self.ds.width), size, size,
+                            self._image(behind, size))
 
     @torch.no_grad()
     def evaluate(self, stage: str, step: int, ema: EMA) -> float:
@@ -375,12 +375,13 @@ class Trainer:
         scores, images = [], []
         for k in frames.astype(int):
             frame = self.data.val[k]
-            pred, maps = self.render_frame(frame, size, with_torso=stage == "torso")
+            out = self.render_frame(frame, size, with_torso=stage == "torso")
+            pred, maps = out.rgb, out.maps
             gt = self._image(self.ds.gt(frame), size)
             scores.append(psnr(pred, gt))
             error = (pred.clamp(0, 1) - gt).abs().mean(-1, keepdim=True).expand(-1, -1, 3)
             images.append(torch.cat([gt, pred.clamp(0, 1), error.clamp(0, 1)]
-                                    + [heat_map(maps[name]) for name in ATTENTION_MAPS], 1))
+                                    + [heat_map(maps[name]) for name in HEAD_MAPS], 1))
         module.load_state_dict(current)
         module.train()
         value = float(np.mean(scores))

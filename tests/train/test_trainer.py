@@ -6,19 +6,16 @@ import json
 
 import pytest
 import torch
+from conftest import tiny_train_config
 
-from synctalk.config import SyncTalkConfig, TrainConfig
+from synctalk.config import SyncTalkConfig
 from synctalk.errors import SyncTalkError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_config(**overrides) -> SyncTalkConfig:
-    train = dict(head_steps=4, lips_steps=2, torso_steps=2, rays=64, patch=8, eval_size=16, eval_frames=1,
-                 grid_resolution=16, field_levels=2, field_base=8, field_finest=32, hidden=16, max_steps=32,
-                 eval_every=2, checkpoint_every=2, log_every=1, keep_last=2)
-    train.update(overrides)
-    return SyncTalkConfig(device="cpu", train=TrainConfig(**train))
+    return tiny_train_config(portrait_steps=0, **overrides)
 
 
 @pytest.fixture

@@ -1,0 +1,134 @@
+"""A trained workspace, loaded for rendering new speech.
+
+    avatar = Avatar.load("ws/macron")                       # models (EMA weights), subject data, audio backend
+    features = avatar.audio_features(samples_16k)           # [N, ...] for N = round(duration * fps) frames
+    codes = avatar.audio_codes(features, range(0, 64))      # [64, A]
+    frame = avatar.render(FrameInputs(...))                  # FrameOutput at the subject's resolution
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synctalk.errors import SyncTalkError, UserInputError
+
+log = logging.getLogger("synctalk.render")
+
+SAMPLE_RATE_HZ = 16000
+
+
+@dataclass
+class Avatar:
+    workspace: Path
+    cfg: object                  # SyncTalkConfig the workspace was trained with
+    ds: object                   # SubjectDataset
+    head: torch.nn.Module
+    torso: torch.nn.Module | None
+    subject: object              # synctalk.train.trainer.SubjectTensors
+    feature_info: dict
+    device: torch.device
+
+    @classmethod
+    def load(cls, workspace: str | Path, device: str | torch.device = "cpu") -> Avatar:
+        from synctalk.config import SyncTalkConfig, load_config
+        from synctalk.data import SubjectDataset
+        from synctalk.data.contract import TRAIN_STEPS
+        from synctalk.train.checkpoint import CheckpointManager
+        from synctalk.train.trainer import build_models, load_subject
+
+        workspace = Path(workspace)
+        log_path = workspace / "train_log.json"
+        if not log_path.is_file():
+            raise UserInputError(f"{workspace}: not a trained workspace (no train_log.json). Train one first: "
+                                 f"synctalk train SUBJECT -w {workspace}")
+        state = json.loads(log_path.read_text())
+        cfg = load_config(SyncTalkConfig, workspace / "config.yaml")
+        subject_dir = Path(state["subject"])
+        if not subject_dir.is_dir():
+            raise UserInputError(f"{workspace}: its subject directory {subject_dir} is gone; put it back (the "
+                                 f"render needs its poses, plates and audio model)")
+        ds = SubjectDataset(subject_dir, require=TRAIN_STEPS, cache_frames=cfg.data.frame_cache)
+        device = torch.device(device)
+        head, torso = build_models(cfg.train, tuple(state["feature_shape"]), state["n_frames"], device)
+        weights = {}
+        for stage in ("head", "lips", "torso"):
+            ckpt = CheckpointManager(workspace / "checkpoints" / stage).load_latest(map_location=device)
+            if ckpt is not None:
+                weights[stage] = ckpt.get("ema") or ckpt["model"]
+        head_weights = weights.get("lips") or weights.get("head")
+        if head_weights is None:
+            raise UserInputError(f"{workspace}: has no head checkpoint yet; run `synctalk train` until the head "
+                                 "stage has saved one")
+        head.load_state_dict(head_weights)
+        if "torso" in weights:
+            torso.load_state_dict(weights["torso"])
+        else:
+            log.info("%s: no torso stage; the head is drawn over each pose frame's torso plate", workspace)
+            torso = None
+        for module in (head, torso):
+            if module is not None:
+                module.eval()
+        info = json.loads((subject_dir / "audio_features.json").read_text())
+        return cls(workspace, cfg, ds, head, torso, load_subject(ds, device, head.config.field.expression_names),
+                   info, device)
+
+    # ---------------------------------------------------------------------------------------------- audio
+    @property
+    def fps(self) -> float:
+        return float(self.ds.fps)
+
+    def n_frames(self, n_samples: int) -> int:
+        """Video frames for ``n_samples`` of 16 kHz audio: the duration rounded to whole frames."""
+        return max(1, int(round(n_samples / SAMPLE_RATE_HZ * self.fps)))
+
+    def sync_checkpoint(self) -> Path | None:
+        if self.feature_info.get("backend") != "ave":
+            return None
+        for candidate in (self.feature_info.get("checkpoint"), self.ds.root / "sync.pt"):
+            if candidate and Path(candidate).is_file():
+                return Path(candidate)
+        raise SyncTalkError(f"the model was trained on ave features, whose sync model "
+                            f"{self.feature_info.get('checkpoint')} is gone (and {self.ds.root / 'sync.pt'} too); "
+                            "put it back to compute features of new audio")
+
+    def audio_features(self, samples: np.ndarray, n_frames: int | None = None) -> np.ndarray:
+        """Features of 16 kHz mono ``samples`` with the backend the model was trained on → ``[N, ...]``."""
+        from synctalk.audio.features import compute_features
+
+        n_frames = n_frames or self.n_frames(len(samples))
+        return compute_features(self.feature_info["backend"], samples, SAMPLE_RATE_HZ, n_frames, self.fps,
+                                checkpoint=self.sync_checkpoint(), device=self.device).features
+
+    @torch.no_grad()
+    def audio_codes(self, features: np.ndarray | torch.Tensor, frames) -> torch.Tensor:
+        """Audio codes ``[len(frames), A]`` of frames of a feature array (each frame sees its centred window)."""
+        features = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=self.device)
+        return self.head.encode_audio(features, torch.as_tensor(list(frames), device=self.device))
+
+    # ---------------------------------------------------------------------------------------------- frames
+    def behind(self, pose_frame: int) -> torch.Tensor:
+        """What shows behind the head: the background plate with a torso model, else the pose frame's torso
+        plate; float ``[H*W, 3]``."""
+        from synctalk.io.images import read_image
+
+        image = read_image(self.ds.root / "background.png") if self.torso is not None else self.ds.torso(pose_frame)
+        return torch.as_tensor(np.asarray(image), device=self.device).reshape(-1, 3).float() / 255
+
+    @torch.no_grad()
+    def render(self, inputs, pose_frame: int, size: int | None = None):
+        """One frame (:class:`synctalk.models.frame.FrameOutput`) at ``size`` (default: the subject's)."""
+        from synctalk.models.frame import render_frame, scaled_intrinsics
+
+        size = size or self.ds.width
+        behind = self.behind(pose_frame)
+        if size != self.ds.width:
+            plate = behind.reshape(self.ds.height, self.ds.width, 3).permute(2, 0, 1)[None]
+            behind = torch.nn.functional.interpolate(plate, size=(size, size), mode="area")[0].permute(1, 2, 0)
+        return render_frame(self.head, self.torso, inputs, scaled_intrinsics(self.subject.K, size / self.ds.width),
+                            size, size, behind)

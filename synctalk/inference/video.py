@@ -1,0 +1,199 @@
+"""`synctalk render`: new speech → H.264 mp4 with the audio muxed in.
+
+Frame ``i`` shows the mouth for the audio around ``(i + 0.5) / fps`` and the video has ``round(duration * fps)``
+frames, so the first frame starts with the audio at t = 0 and video and audio end within one frame of each other
+(no drift: every frame's time is computed, never accumulated). Frames are rendered and encoded in chunks of
+``chunk`` frames, so memory does not grow with the audio's length.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synctalk.errors import MediaError, UserInputError
+
+log = logging.getLogger("synctalk.render")
+
+SILENCE_PEAK = 1e-3   # peak amplitude (full scale 1) under which audio counts as silent
+
+
+@dataclass
+class RenderOptions:
+    pose: str = "train"               # train | still | smooth (synctalk.inference.drive)
+    blink: str = "source"             # source | auto | none
+    still_frame: int | None = None
+    portrait: bool = False            # paste back into the original footage
+    restorer: bool = True             # use the portrait stage's restorer when it exists (with portrait)
+    source: Path | None = None        # the original video (default: the one in the subject's meta.json)
+    size: int | None = None           # render side (default: the subject's)
+    frames_dir: Path | None = None    # also write PNGs here
+    allow_silent: bool = False
+    chunk: int = 32                   # frames rendered per chunk
+    seed: int = 0
+
+
+@dataclass
+class RenderReport:
+    video: Path
+    n_frames: int
+    fps: float
+    audio_seconds: float
+    render_seconds: float
+    frame_size: tuple[int, int]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def render_fps(self) -> float:
+        return self.n_frames / max(self.render_seconds, 1e-9)
+
+
+def load_driving_audio(path: str | Path, allow_silent: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """(16 kHz mono samples for the features, mono samples at the file's own rate for the output, that rate)."""
+    from synctalk.io.media import load_audio, probe
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserInputError(f"{path}: audio file not found")
+    try:
+        info = probe(path)
+    except MediaError as exc:
+        raise MediaError(f"{path}: not an audio or video file ffmpeg can read ({exc}); give wav, flac, mp3, m4a, "
+                         "ogg or a video with sound") from exc
+    if not info.has_audio:
+        raise MediaError(f"{path}: has no audio stream; give a file with speech in it")
+    samples = load_audio(path, 16000)
+    if samples.size == 0:
+        raise MediaError(f"{path}: the audio is empty")
+    if np.abs(samples).max() < SILENCE_PEAK and not allow_silent:
+        raise MediaError(f"{path}: the audio is silent (peak {np.abs(samples).max():.1e}); the mouth would stay "
+                         "closed. Check the file, or pass --allow-silent to render it anyway")
+    rate = int(info.audio_sample_rate_hz or 16000)
+    return samples, (load_audio(path, rate) if rate != 16000 else samples), rate
+
+
+def render_video(workspace: str | Path, audio: str | Path, out: str | Path, options: RenderOptions | None = None,
+                 device: str | torch.device = "cpu", progress: bool = True) -> RenderReport:
+    """Render ``audio`` spoken by the avatar in ``workspace`` into ``out`` (mp4); see the module docstring."""
+    from tqdm import tqdm
+
+    from synctalk.inference.avatar import Avatar
+    from synctalk.inference.drive import make_drive
+    from synctalk.io.images import write_image
+    from synctalk.io.media import VideoWriter, write_wav
+
+    options = options or RenderOptions()
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise UserInputError(f"{out}: the output must be an .mp4 file")
+    samples, native, rate = load_driving_audio(audio, options.allow_silent)
+    avatar = Avatar.load(workspace, device)
+    n = avatar.n_frames(len(samples))
+    features = avatar.audio_features(samples, n)
+    drive = make_drive(n, np.asarray(avatar.ds.poses), avatar.subject.expressions.cpu().numpy(),
+                       avatar.head.config.field.expression_names, avatar.subject.train, avatar.fps, options.pose,
+                       options.blink, options.still_frame, seed=options.seed)
+    portrait = PortraitCompositor(avatar, options) if options.portrait else None
+    if options.frames_dir is not None:
+        Path(options.frames_dir).mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = RenderReport(out, n, avatar.fps, len(samples) / 16000, 0.0, (0, 0))
+    with tempfile.TemporaryDirectory() as tmp:
+        track = Path(tmp) / "audio.wav"
+        write_wav(track, native, rate)
+        with VideoWriter(out, avatar.fps, audio_path=track) as writer, \
+                tqdm(total=n, desc="render", unit="frame", disable=None if progress else True) as bar:
+            for start in range(0, n, options.chunk):
+                t0 = time.perf_counter()
+                frames = list(range(start, min(start + options.chunk, n)))
+                images = render_frames(avatar, features, drive, frames, options.size, portrait)
+                report.render_seconds += time.perf_counter() - t0
+                for k, image in zip(frames, images, strict=True):
+                    writer.write(image)
+                    if options.frames_dir is not None:
+                        write_image(Path(options.frames_dir) / f"{k:06d}.png", image)
+                report.frame_size = images[0].shape[1], images[0].shape[0]
+                bar.update(len(frames))
+                bar.set_postfix(fps=f"{report.render_fps:.2f}")
+    log.info("rendered %d frames at %.2f frames/s", n, report.render_fps)
+    return report
+
+
+def render_frames(avatar, features: np.ndarray, drive, frames: list[int], size: int | None = None,
+                  portrait: PortraitCompositor | None = None) -> list[np.ndarray]:
+    """uint8 images of output frames ``frames`` (indices into ``features`` and ``drive``)."""
+    from synctalk.models.frame import FrameInputs
+    from synctalk.models.torso import pose_vector
+
+    codes = avatar.audio_codes(features, frames)
+    c2w = torch.as_tensor(drive.c2w[frames], dtype=torch.float32, device=avatar.device)
+    torso_poses = pose_vector(c2w)
+    expressions = torch.as_tensor(drive.expressions[frames], dtype=torch.float32, device=avatar.device)
+    images = []
+    for j, k in enumerate(frames):
+        pose_frame = int(drive.pose_frames[k])
+        inputs = FrameInputs(c2w=c2w[j], audio_code=codes[j], expression=expressions[j], torso_pose=torso_poses[j],
+                             appearance_frame=pose_frame)
+        rgb = avatar.render(inputs, pose_frame, size).rgb
+        image = (rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        images.append(portrait(image, pose_frame) if portrait is not None else image)
+    return images
+
+
+class PortraitCompositor:
+    """Paste-back (plus the restorer when the workspace has one) of renders into the pose frames' footage."""
+
+    def __init__(self, avatar, options: RenderOptions):
+        from synctalk.data.source import SourceFrames
+        from synctalk.models.portrait import Crop
+
+        self.avatar = avatar
+        self.crop = Crop.from_meta(avatar.ds.meta)
+        self.source = SourceFrames(avatar.ds, avatar.workspace / "portrait" / "source", options.source)
+        self.source.ensure()
+        self.restorer = load_restorer(avatar.workspace, avatar.device) if options.restorer else None
+
+    def __call__(self, image: np.ndarray, pose_frame: int) -> np.ndarray:
+        return composite_portrait(image, self.source[pose_frame], self.avatar.ds.landmarks[pose_frame],
+                                  self.avatar.ds.width, self.crop, self.restorer)
+
+
+def composite_portrait(render: np.ndarray, original: np.ndarray, landmarks: np.ndarray, size: int, crop,
+                       restorer=None) -> np.ndarray:
+    """Paste ``render`` (uint8, any side) into ``original`` through the face mask of ``landmarks`` (subject
+    pixels of a ``size`` frame); with a restorer, repair the seam band and the chin inside the crop."""
+    from synctalk.models.portrait import face_mask, paste_back, repair_region
+
+    mask = face_mask(landmarks, size, crop.side)
+    pasted = paste_back(render, original, crop, mask)
+    if restorer is None:
+        return pasted
+    import cv2
+
+    inside = (slice(crop.y0, crop.y0 + crop.side), slice(crop.x0, crop.x0 + crop.side))
+    if crop.x0 < 0 or crop.y0 < 0 or crop.y0 + crop.side > original.shape[0] or \
+            crop.x0 + crop.side > original.shape[1]:
+        return pasted  # the restorer works on whole crops; crops that leave the frame keep plain paste-back
+    up = cv2.resize(render, (crop.side, crop.side), interpolation=cv2.INTER_CUBIC)
+    region = repair_region(mask, landmarks, size)
+    pasted[inside] = restorer.restore(pasted[inside], up, mask, region)
+    return pasted
+
+
+def load_restorer(workspace: Path, device):
+    """The portrait stage's restorer (EMA weights), or None when the workspace has none."""
+    from synctalk.models.portrait import Restorer
+    from synctalk.train.checkpoint import CheckpointManager
+
+    ckpt = CheckpointManager(Path(workspace) / "checkpoints" / "portrait").load_latest(map_location=device)
+    if ckpt is None:
+        return None
+    restorer = Restorer(**ckpt.get("restorer_config", {})).to(device)
+    restorer.load_state_dict(ckpt.get("ema") or ckpt["model"])
+    return restorer.eval()

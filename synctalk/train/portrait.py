@@ -1,0 +1,193 @@
+"""The `portrait` stage: train the per-subject seam/chin restorer of the Portrait-Sync Generator.
+
+Pairs come from training frames: the trained head + torso render of frame k, pasted back into the original
+full-resolution frame k (`synctalk.models.portrait.paste_back`), against the original frame. The restorer learns
+to make the repair region (feather band + chin/neck) look like the footage; everywhere else it cannot change a
+pixel. Renders are cached in `WORKSPACE/portrait/renders/` (resumable); the stage's checkpoints hold the restorer,
+its optimizer, EMA and RNG like the other stages. Validation: PSNR inside the repair region of held-out frames,
+plain paste-back vs restored, written to train_log.json and `WORKSPACE/val/portrait_<step>.png`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from synctalk.errors import DatasetError
+from synctalk.train.checkpoint import CheckpointManager, capture_rng, restore_rng
+
+log = logging.getLogger("synctalk.train")
+
+RESTORER_CONFIG = {"width": 12}
+
+
+@dataclass
+class PortraitPair:
+    pasted: np.ndarray     # uint8 [S, S, 3] crop of the paste-back
+    render: np.ndarray     # uint8 [S, S, 3] the render upsampled to the crop
+    target: np.ndarray     # uint8 [S, S, 3] the original crop
+    mask: np.ndarray       # float32 [S, S]
+    region: np.ndarray     # float32 [S, S] repair region
+
+
+def crop_inside(crop, shape) -> bool:
+    return crop.x0 >= 0 and crop.y0 >= 0 and crop.x0 + crop.side <= shape[1] and crop.y0 + crop.side <= shape[0]
+
+
+def make_pair(trainer, frame: int, source, crop) -> PortraitPair:
+    """Render (cached), paste back and cut out the crop of one subject frame."""
+    import cv2
+
+    from synctalk.io.images import read_image, write_image
+    from synctalk.models.portrait import face_mask, paste_back, repair_region
+
+    cache = trainer.workspace / "portrait" / "renders" / f"{frame:06d}.png"
+    if cache.is_file():
+        render = read_image(cache)
+    else:
+        out = trainer.render_frame(frame, trainer.ds.width, with_torso=trainer.torso_trained)
+        render = (out.rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        write_image(cache, render)
+    original = source[frame]
+    landmarks = trainer.ds.landmarks[frame]
+    mask = face_mask(landmarks, trainer.ds.width, crop.side)
+    pasted = paste_back(render, original, crop, mask)
+    inside = (slice(crop.y0, crop.y0 + crop.side), slice(crop.x0, crop.x0 + crop.side))
+    return PortraitPair(pasted[inside], cv2.resize(render, (crop.side, crop.side), interpolation=cv2.INTER_CUBIC),
+                        original[inside], mask, repair_region(mask, landmarks, trainer.ds.width))
+
+
+def _batch(pairs: list[PortraitPair], rng: np.random.Generator, patch: int, n: int, device):
+    """``n`` random ``patch`` x ``patch`` windows centred on repair-region pixels → tensors [n, C, P, P]."""
+    tensors = {name: [] for name in ("pasted", "render", "target", "mask", "region")}
+    for _ in range(n):
+        pair = pairs[rng.integers(len(pairs))]
+        side = pair.mask.shape[0]
+        p = min(patch, side - side % 4)
+        ys, xs = np.nonzero(pair.region > 0.5)
+        k = rng.integers(len(ys)) if len(ys) else None
+        cy, cx = (ys[k], xs[k]) if k is not None else (side // 2, side // 2)
+        y0, x0 = int(np.clip(cy - p // 2, 0, side - p)), int(np.clip(cx - p // 2, 0, side - p))
+        window = (slice(y0, y0 + p), slice(x0, x0 + p))
+        for name in tensors:
+            value = getattr(pair, name)[window]
+            t = torch.as_tensor(np.ascontiguousarray(value), dtype=torch.float32)
+            tensors[name].append(t.permute(2, 0, 1) / 255 if t.dim() == 3 else t[None])
+    return {name: torch.stack(v).to(device) for name, v in tensors.items()}
+
+
+def region_psnr(image: np.ndarray, target: np.ndarray, region: np.ndarray) -> float:
+    """PSNR over pixels weighted by ``region`` (uint8 images)."""
+    weight = region[..., None].astype(np.float64)
+    err = ((image.astype(np.float64) - target.astype(np.float64)) / 255) ** 2
+    mse = float((err * weight).sum() / max(weight.sum() * 3, 1e-9))
+    return float("inf") if mse == 0 else -10 * np.log10(mse)
+
+
+def train_portrait(trainer, budget_s: float = 0.0) -> None:
+    """Run (or resume) the portrait stage of a :class:`synctalk.train.trainer.Trainer`."""
+    from tqdm import tqdm
+
+    from synctalk.data.source import SourceFrames
+    from synctalk.models.portrait import Crop, Restorer
+    from synctalk.train.trainer import EMA
+
+    tcfg = trainer.tcfg
+    info = trainer.state["stages"].setdefault("portrait", {"status": "pending"})
+    if tcfg.portrait_steps <= 0 or info.get("status") == "done":
+        return
+    crop = Crop.from_meta(trainer.ds.meta)
+    source = SourceFrames(trainer.ds, trainer.workspace / "portrait" / "source")
+    try:
+        source.ensure(progress=trainer.progress)
+    except DatasetError as exc:
+        log.warning("portrait stage skipped: %s", exc)
+        info.update(status="skipped", reason=str(exc))
+        trainer._write_log()
+        return
+    if not crop_inside(crop, source[0].shape):
+        info.update(status="skipped", reason="the preprocessing crop leaves the frame; plain paste-back is used")
+        trainer._write_log()
+        return
+    device = trainer.device
+    train_frames = trainer.data.train
+    picks = np.linspace(0, len(train_frames) - 1, min(tcfg.portrait_frames, len(train_frames))).round().astype(int)
+    val_frames = trainer.data.val[:: max(1, len(trainer.data.val) // 4)][:4]
+    pairs = [make_pair(trainer, train_frames[k], source, crop)
+             for k in tqdm(picks, desc="portrait renders", leave=False, disable=None if trainer.progress else True)]
+    val_pairs = [make_pair(trainer, frame, source, crop) for frame in val_frames]
+
+    torch.manual_seed(trainer.cfg.seed)
+    restorer = Restorer(**RESTORER_CONFIG).to(device)
+    optimizer = torch.optim.AdamW(restorer.parameters(), lr=tcfg.lr_mlp)
+    ema = EMA(restorer, tcfg.ema_decay)
+    rng = np.random.default_rng(trainer.cfg.seed)
+    manager = CheckpointManager(trainer.workspace / "checkpoints" / "portrait", tcfg.keep_last)
+    step, elapsed = 0, 0.0
+    resume = manager.load_latest()
+    if resume is not None:
+        restorer.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        ema.load_state_dict(resume["ema"])
+        rng.bit_generator.state = resume["sampler"]
+        restore_rng(resume["rng"])
+        step, elapsed = resume["step"], resume["elapsed_s"]
+
+    def save(metric=None) -> None:
+        manager.save(step, {"model": restorer.state_dict(), "optimizer": optimizer.state_dict(),
+                            "ema": ema.state_dict(), "sampler": rng.bit_generator.state, "rng": capture_rng(),
+                            "elapsed_s": elapsed, "restorer_config": RESTORER_CONFIG, "stage": "portrait"},
+                     metric=metric)
+
+    info.update(status="running", steps=tcfg.portrait_steps)
+    trainer._write_log()
+    bar = tqdm(total=tcfg.portrait_steps, initial=step, desc="train portrait", unit="step",
+               disable=None if trainer.progress else True)
+    try:
+        while step < tcfg.portrait_steps and not (budget_s > 0 and elapsed >= budget_s):
+            t0 = time.perf_counter()
+            batch = _batch(pairs, rng, tcfg.portrait_patch, 4, device)
+            out = restorer(batch["pasted"], batch["render"], batch["mask"], batch["region"])
+            loss = ((out - batch["target"]).abs() * batch["region"]).sum() / batch["region"].sum().clamp(min=1) / 3
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            ema.update(restorer)
+            step += 1
+            elapsed += time.perf_counter() - t0
+            bar.update(1)
+            if step % tcfg.log_every == 0:
+                trainer.writer.add_scalar("portrait/l1_region", loss.item(), step)
+            if step % tcfg.checkpoint_every == 0:
+                save()
+    except KeyboardInterrupt:
+        save()
+        info.update(status="interrupted", step=step)
+        trainer._write_log()
+        raise
+    finally:
+        bar.close()
+    restorer.load_state_dict(ema.state_dict())
+    restorer.eval()
+    plain, restored, rows = [], [], []
+    for pair in val_pairs:
+        fixed = restorer.restore(pair.pasted, pair.render, pair.mask, pair.region)
+        plain.append(region_psnr(pair.pasted, pair.target, pair.region))
+        restored.append(region_psnr(fixed, pair.target, pair.region))
+        error = np.abs(fixed.astype(np.int16) - pair.pasted.astype(np.int16)).clip(0, 255).astype(np.uint8) * 4
+        rows.append(np.concatenate([pair.target, pair.pasted, fixed, error], 1))
+    metric = float(np.mean(restored))
+    info.update(val_region_psnr_paste=round(float(np.mean(plain)), 3), val_region_psnr_restored=round(metric, 3))
+    save(metric)
+    from synctalk.io.images import write_image
+
+    (trainer.workspace / "val").mkdir(exist_ok=True)
+    write_image(trainer.workspace / "val" / f"portrait_{step:07d}.png", np.concatenate(rows, 0))
+    log.info("portrait: repair-region PSNR on validation frames %.2f dB (paste-back) -> %.2f dB (restorer)",
+             info["val_region_psnr_paste"], metric)
+    info.update(status="done", step=step, seconds=round(elapsed, 1))
+    trainer._write_log()

@@ -1,0 +1,84 @@
+"""`synctalk stream`: streamed frames equal the offline render; PCM on stdin; latency report."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from conftest import speech_like
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_mel_aligned_frames():
+    from synctalk.inference.stream import mel_aligned_frames
+
+    assert mel_aligned_frames(25.0) == 5 and mel_aligned_frames(30.0) == 3 and mel_aligned_frames(50.0) == 5
+
+
+def test_streamed_frames_equal_the_offline_render(trained_workspace):
+    from synctalk.inference.avatar import Avatar
+    from synctalk.inference.drive import make_drive
+    from synctalk.inference.stream import StreamRenderer
+    from synctalk.inference.video import RenderOptions, render_frames
+
+    workspace, _ = trained_workspace
+    avatar = Avatar.load(workspace)
+    speech = speech_like(2.0, seed=7)
+    options = RenderOptions(size=8)
+    n = avatar.n_frames(len(speech))
+    features = avatar.audio_features(speech, n)
+    drive = make_drive(n, np.asarray(avatar.ds.poses), avatar.subject.expressions.numpy(),
+                       avatar.head.config.field.expression_names, avatar.subject.train, avatar.fps)
+    offline = render_frames(avatar, features, drive, list(range(n)), size=8)
+
+    renderer = StreamRenderer(avatar, options)
+    streamed, arrivals = [], []
+    rng = np.random.default_rng(0)
+    position = 0
+    while position < len(speech):
+        step = int(rng.integers(300, 4000))     # uneven chunks, some shorter than a frame
+        got = renderer.push(speech[position:position + step])
+        position += step
+        arrivals.append((position, len(got)))
+        streamed += got
+    streamed += renderer.push(np.zeros(0, np.float32), last=True)
+    assert len(streamed) == n
+    np.testing.assert_array_equal(np.stack(streamed), np.stack(offline))
+    # frames come out as audio arrives, each at most the lookahead after its audio
+    emitted = np.cumsum([k for _, k in arrivals])
+    heard_s = np.array([p for p, _ in arrivals]) / 16000
+    assert emitted[len(emitted) // 2] > 0
+    assert np.all(emitted / avatar.fps <= heard_s + 1e-9)
+    assert np.all(emitted / avatar.fps >= heard_s - renderer.lookahead_s - 1 / avatar.fps - 0.3)
+    assert len(renderer.audio) < 16000 * 1.5   # old audio is dropped
+
+
+def test_pcm_chunks_resample_stdin_audio():
+    from synctalk.inference.stream import pcm_chunks
+
+    tone = (0.5 * np.sin(2 * np.pi * 200 * np.arange(8000) / 8000) * 32767).astype("<i2")
+    chunks = list(pcm_chunks(io.BytesIO(tone.tobytes() + b"\x01"), rate=8000, chunk_s=0.1))
+    audio = np.concatenate(chunks)
+    assert abs(len(audio) - 16000) <= 32
+    spectrum = np.abs(np.fft.rfft(audio[1000:15000]))
+    assert abs(np.argmax(spectrum) * 16000 / len(audio[1000:15000]) - 200) < 5
+
+
+def test_stream_to_mp4_reports_latency(trained_workspace, tmp_path):
+    from synctalk.inference.stream import stream
+    from synctalk.inference.video import RenderOptions
+    from synctalk.io.media import load_audio, probe, write_wav
+
+    workspace, _ = trained_workspace
+    write_wav(tmp_path / "speech.wav", speech_like(1.0, seed=8))
+    report = stream(workspace, str(tmp_path / "speech.wav"), str(tmp_path / "live.mp4"), RenderOptions(size=8),
+                    chunk_s=0.1, realtime=False)
+    assert report.n_frames == 25 and report.latencies_s and report.sustained_fps > 0
+    assert "latency" in report.summary()
+    info = probe(tmp_path / "live.mp4")
+    assert info.has_audio and abs(len(load_audio(tmp_path / "live.mp4")) / 16000 - 1.0) <= 1 / 25
+    raw = stream(workspace, str(tmp_path / "speech.wav"), str(tmp_path / "frames.rgb"), RenderOptions(size=8),
+                 realtime=False)
+    assert (tmp_path / "frames.rgb").stat().st_size == raw.n_frames * 8 * 8 * 3
