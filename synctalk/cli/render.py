@@ -9,8 +9,6 @@ from synctalk.cli.common import add_common_args
 
 
 def register(subparsers) -> None:
-    from synctalk.inference.drive import BLINK_MODES, POSE_MODES
-
     parser = subparsers.add_parser(
         "render", help="render a trained avatar speaking new audio into an mp4",
         description="Any audio format ffmpeg reads; the mp4 has the subject's fps, the audio muxed in and "
@@ -18,11 +16,11 @@ def register(subparsers) -> None:
     parser.add_argument("workspace", type=Path, help="workspace from `synctalk train`")
     parser.add_argument("--audio", type=Path, required=True, help="speech to render (wav, flac, mp3, m4a, ...)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output .mp4")
-    parser.add_argument("--pose", choices=POSE_MODES, default="train",
+    parser.add_argument("--pose", choices=("train", "still", "smooth"), default="train",
                         help="head motion: replay the training frames back and forth (train), one frame (still), "
                              "or a smoothed replay (smooth)")
     parser.add_argument("--still-frame", type=int, help="frame used by --pose still (default: first training frame)")
-    parser.add_argument("--blink", choices=BLINK_MODES, default="source",
+    parser.add_argument("--blink", choices=("source", "auto", "none"), default="source",
                         help="blinks from the replayed frames (source), random natural blinks (auto), or none")
     parser.add_argument("--portrait", action="store_true",
                         help="paste the face back into the original full-resolution frames")

@@ -101,7 +101,10 @@ class TrainConfig:
     portrait_patch: int = knob(128, "Restorer training window side (crop pixels).")
     rays: int = knob(4096, "Rays per step (head and torso stages).")
     patch: int = knob(32, "Patch side in the lips stage (pixels).")
-    head_fraction: float = knob(0.6, "Fraction of random rays drawn inside the head.")
+    head_fraction: float = knob(0.5, "Fraction of random rays drawn inside the head (torso stage: the neck and "
+                                "torso).")
+    box_fraction: float = knob(0.25, "Fraction of random rays drawn in the head's bounding box grown by a quarter "
+                               "per side (trains away haze around the head).")
     lr_grid: float = knob(1e-2, "AdamW learning rate of the hash grids.")
     lr_mlp: float = knob(1e-3, "AdamW learning rate of the networks.")
     lr_final: float = knob(0.1, "Learning rates decay exponentially to this fraction by the end of a stage.")
@@ -115,8 +118,11 @@ class TrainConfig:
     uncertainty_start: float = knob(1.0, "Fraction of the head stage after which the photometric loss is "
                                     "uncertainty-weighted (plain L1 before; 1.0: never, the default until a run "
                                     "shows that a late switch helps).")
-    mask_weight: float = knob(0.05, "Silhouette loss weight: head opacity vs the head mask (head and lips "
-                              "stages), torso alpha vs the neck + torso mask outside the head (torso stage).")
+    mask_weight: float = knob(0.1, "Silhouette loss weight: head opacity vs the parsing head mask (head and lips "
+                              "stages).")
+    torso_mask_weight: float = knob(0.5, "Silhouette loss weight of the torso stage: torso alpha vs the neck + "
+                                    "torso mask outside the head (without it the 2D torso also paints the "
+                                    "background, half transparent and blurrier than the plate).")
     entropy_weight: float = knob(1e-4, "Opacity entropy weight (head stage).")
     lips_ssim_weight: float = knob(0.2, "Weight of 1 - SSIM on lip patches (the fallback for LPIPS).")
     lips_gradient_weight: float = knob(0.1, "Weight of the image-gradient loss on lip patches.")

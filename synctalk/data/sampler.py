@@ -6,7 +6,8 @@ for the head stage, the background plate for the torso stage) and per-ray region
 landmarks. Two layouts:
 
 - random rays: `head_fraction` of them inside the focus region (the head, parsing HEAD_LABELS, or with
-  `focus="torso"` the neck and torso), the rest anywhere;
+  `focus="torso"` the neck and torso), `box_fraction` in its bounding box grown by a quarter per side (the halo
+  around the head, where a field leaves haze), the rest anywhere;
 - a square patch (`patch=P`): P x P neighbouring pixels around the mouth (or a random head point), for patch
   losses (SSIM, LPIPS) in the lips stage.
 
@@ -25,6 +26,7 @@ from synctalk.data.subject import SubjectDataset
 
 NOSE_TIP, CHIN = 1, 152          # MediaPipe mesh indices: the lower face runs from the nose tip to the chin
 MOUTH_CENTRE = (13, 14)          # inner upper / lower lip
+BOX_MARGIN = 0.25               # growth of the focus region's bounding box per side, for box_fraction rays
 FOCUS_LABELS = {"head": HEAD_LABELS, "torso": (PARSING_LABELS["neck"], PARSING_LABELS["torso"])}
 
 
@@ -56,14 +58,17 @@ class RaySampler:
 
     def __init__(self, ds: SubjectDataset, indices: list[int], n_rays: int, seed: int = 0,
                  head_fraction: float = 0.5, behind: str = "torso", patch: int = 0, mouth_patches: float = 0.5,
-                 focus: str = "head"):
+                 focus: str = "head", box_fraction: float = 0.0):
         if not indices:
             raise ValueError("RaySampler needs at least one frame index")
         if behind not in ("torso", "background"):
             raise ValueError(f"behind must be 'torso' or 'background', got '{behind}'")
         if focus not in FOCUS_LABELS:
             raise ValueError(f"focus must be one of {', '.join(FOCUS_LABELS)}, got '{focus}'")
+        if head_fraction + box_fraction > 1:
+            raise ValueError(f"head_fraction + box_fraction must be <= 1, got {head_fraction} + {box_fraction}")
         self.focus_labels = FOCUS_LABELS[focus]
+        self.box_fraction = box_fraction
         self.ds, self.indices, self.n_rays = ds, np.asarray(indices), n_rays
         self.head_fraction, self.behind, self.patch, self.mouth_patches = head_fraction, behind, patch, mouth_patches
         self.rng = np.random.default_rng(seed)
@@ -106,14 +111,23 @@ class RaySampler:
     def _random_pixels(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         height, width = labels.shape
         n_focus = int(round(self.n_rays * self.head_fraction))
+        n_box = int(round(self.n_rays * self.box_fraction))
         focus_y, focus_x = np.nonzero(np.isin(labels, self.focus_labels))
         if len(focus_y) == 0:
-            n_focus = 0
+            n_focus = n_box = 0
         pick = self.rng.integers(0, max(len(focus_y), 1), n_focus)
-        n_any = self.n_rays - n_focus
-        xs = np.concatenate([focus_x[pick], self.rng.integers(0, width, n_any)])
-        ys = np.concatenate([focus_y[pick], self.rng.integers(0, height, n_any)])
-        return xs, ys
+        xs, ys = [focus_x[pick]], [focus_y[pick]]
+        if n_box:  # the region's bounding box grown by BOX_MARGIN per side: where halos and haze appear
+            lo = np.array([focus_x.min(), focus_y.min()], float)
+            hi = np.array([focus_x.max(), focus_y.max()], float) + 1
+            grow = BOX_MARGIN * (hi - lo)
+            lo, hi = np.maximum(lo - grow, 0), np.minimum(hi + grow, [width, height])
+            xs.append(self.rng.integers(int(lo[0]), int(hi[0]), n_box))
+            ys.append(self.rng.integers(int(lo[1]), int(hi[1]), n_box))
+        n_any = self.n_rays - n_focus - n_box
+        xs.append(self.rng.integers(0, width, n_any))
+        ys.append(self.rng.integers(0, height, n_any))
+        return np.concatenate(xs), np.concatenate(ys)
 
     def _patch_pixels(self, frame: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         height, width = labels.shape

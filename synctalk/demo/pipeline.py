@@ -112,6 +112,28 @@ def stage_train(cfg: SyncTalkConfig, report: DemoReport) -> None:
         log.info("train %s: %s steps, validation PSNR %s dB", stage, info.get("step"), info.get("val_psnr"))
 
 
+def stage_render(cfg: SyncTalkConfig, report: DemoReport) -> None:
+    """workspace + new speech (synthesised with another seed) → demo_out/render.mp4 (and a portrait paste-back)."""
+    import numpy as np
+
+    from synctalk.demo.sample import synthesize_speech
+    from synctalk.inference.video import RenderOptions, render_video
+    from synctalk.io.media import write_wav
+    from synctalk.runtime import resolve_device
+
+    speech, _ = synthesize_speech(cfg.demo.seconds / 2, np.random.default_rng(cfg.seed + 1))
+    audio = report.out_dir / "new_speech.wav"
+    write_wav(audio, speech, cfg.preprocess.sample_rate_hz)
+    device = resolve_device(cfg.device)
+    plain = render_video(report.out_dir / "workspace", audio, report.out_dir / "render.mp4", device=device)
+    portrait = render_video(report.out_dir / "workspace", audio, report.out_dir / "render_portrait.mp4",
+                            RenderOptions(portrait=True), device=device)
+    report.video = plain.video
+    report.files.update(new_speech=audio, render=plain.video, render_portrait=portrait.video)
+    log.info("render: %d frames at %.2f frames/s -> %s (portrait paste-back: %s)", plain.n_frames,
+             plain.render_fps, plain.video, portrait.video)
+
+
 def models_missing() -> str | None:
     """Why the stages after `sample` cannot run here (a model file that cannot be had), or None."""
     from synctalk import assets
@@ -129,7 +151,7 @@ DEMO_STAGES: list[tuple[str, Callable[[SyncTalkConfig, DemoReport], None] | None
     ("sample", stage_sample, "make the built-in talking clip"),
     ("preprocess", stage_preprocess, "sample.mp4 -> subject dataset (frames, landmarks, masks, poses, audio features)"),
     ("train", stage_train, "subject -> head and torso model (configs/demo.yaml)"),
-    ("render", None, "model + new audio -> talking video"),
+    ("render", stage_render, "model + new audio -> talking video (render.mp4, render_portrait.mp4)"),
 ]
 
 

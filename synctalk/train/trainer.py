@@ -212,7 +212,7 @@ class Trainer:
         sampler = RaySampler(self.ds, self.data.train, self.tcfg.rays, seed=self.cfg.seed,
                              head_fraction=self.tcfg.head_fraction, behind="background" if stage == "torso"
                              else "torso", patch=self.tcfg.patch if stage == "lips" else 0,
-                             focus="torso" if stage == "torso" else "head")
+                             focus="torso" if stage == "torso" else "head", box_fraction=self.tcfg.box_fraction)
         step, elapsed = 0, 0.0
         resume = manager.load_latest()
         if resume is not None:
@@ -315,9 +315,9 @@ class Trainer:
             torso = self.torso.render(pixels, self.data.pose_vectors[batch.frame], frame_indices=batch.frame)
             rgb = composite_layers(head["rgb"], head["opacity"], torso["rgb"], torso["alpha"], behind)
             losses = {"l1": (rgb - target).abs().mean()}
-            if self.tcfg.mask_weight > 0:
+            if self.tcfg.torso_mask_weight > 0:
                 outside_head = torch.as_tensor(~batch.head, device=self.device).float()
-                losses["mask"] = self.tcfg.mask_weight * mask_loss(
+                losses["mask"] = self.tcfg.torso_mask_weight * mask_loss(
                     torso["alpha"], torch.as_tensor(batch.torso, device=self.device), outside_head)
             return losses
         out = self._head_outputs(batch.frame, rays_o, rays_d, behind)

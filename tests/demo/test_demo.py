@@ -77,11 +77,11 @@ def test_demo_command_end_to_end(tmp_path, capsys):
 
     out = tmp_path / "demo"
     quick_train = ["train.head_steps=3", "train.lips_steps=1", "train.torso_steps=1", "train.rays=64",
-                   "train.patch=8", "train.eval_size=16", "train.eval_frames=1", "train.grid_resolution=16"]
+                   "train.patch=8", "train.eval_size=16", "train.eval_frames=1", "train.grid_resolution=16",
+                   "train.portrait_steps=2", "train.portrait_frames=2", "train.portrait_patch=32"]
     assert main(["demo", "-o", str(out), "demo.seconds=2", "demo.size=128", "--seed", "3", "sync.max_steps=4",
                  "sync.batch_size=8", *quick_train]) == 0
     printed = capsys.readouterr().out
-    assert f"video: {out.resolve() / 'sample.mp4'}" in printed
     assert "done  preprocess" in printed or "skip  preprocess" in printed
     info = probe(out / "sample.mp4")
     assert (info.width, info.height, info.fps, info.has_audio) == (128, 128, 25.0, True)
@@ -93,9 +93,13 @@ def test_demo_command_end_to_end(tmp_path, capsys):
     assert len(json.loads((out / "sample_truth.json").read_text())["mouth_open"]) == 50
     if report["stages_blocked"]:
         pytest.skip("face_landmarker.task not in the test model cache: preprocess stage not exercised")
-    assert report["stages_run"] == ["sample", "preprocess", "train"]
+    assert report["stages_run"] == ["sample", "preprocess", "train", "render"]
+    assert f"video: {out.resolve() / 'render.mp4'}" in printed
     log = json.loads((out / "workspace" / "train_log.json").read_text())
-    assert [log["stages"][s]["status"] for s in ("head", "lips", "torso")] == ["done"] * 3
+    assert [log["stages"][s]["status"] for s in ("head", "lips", "torso", "portrait")] == ["done"] * 4
+    rendered = probe(out / "render.mp4")
+    assert rendered.has_audio and abs(rendered.duration_s - 1.0) <= 0.05
+    assert (probe(out / "render_portrait.mp4").width, probe(out / "render_portrait.mp4").height) == (128, 128)
     from synctalk.data import SubjectDataset
 
     subject = SubjectDataset(out / "subject", require=("frames", "audio", "landmarks", "parsing", "audio_features",
@@ -117,4 +121,4 @@ def test_demo_without_model_files_says_what_is_missing(tmp_path, capsys, monkeyp
     captured = capsys.readouterr()
     assert "skip  preprocess" in captured.out and "face_landmarker.task" in captured.err
     assert str(tmp_path / "empty" / "face_landmarker.task") in captured.err
-    assert json.loads((out / "demo_report.json").read_text())["stages_blocked"] == ["preprocess", "train"]
+    assert json.loads((out / "demo_report.json").read_text())["stages_blocked"] == ["preprocess", "train", "render"]

@@ -82,3 +82,16 @@ def test_stream_to_mp4_reports_latency(trained_workspace, tmp_path):
     raw = stream(workspace, str(tmp_path / "speech.wav"), str(tmp_path / "frames.rgb"), RenderOptions(size=8),
                  realtime=False)
     assert (tmp_path / "frames.rgb").stat().st_size == raw.n_frames * 8 * 8 * 3
+
+
+def test_stream_cli_from_stdin(trained_workspace, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from synctalk.cli.main import main
+
+    workspace, _ = trained_workspace
+    pcm = (speech_like(0.6, seed=9) * 32767).astype("<i2").tobytes()
+    monkeypatch.setattr(sys, "stdin", type("Stdin", (), {"buffer": io.BytesIO(pcm)})())
+    code = main(["stream", str(workspace), "--audio", "-", "-o", str(tmp_path / "live.mp4"), "--size", "8", "-q"])
+    assert code == 0 and (tmp_path / "live.mp4").is_file()
+    assert "latency per chunk" in capsys.readouterr().out
