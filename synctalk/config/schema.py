@@ -115,6 +115,16 @@ class TrainConfig:
     hidden: int = knob(64, "Hidden width of the density and colour networks.")
     grid_resolution: int = knob(128, "Occupancy grid cells per axis.")
     max_steps: int = knob(512, "Samples per ray at most.")
+    audio_backend: Literal["subject", "ave", "mel", "hubert", "wav2vec2"] = knob(
+        "subject", "Audio features the head is conditioned on: the subject's (from preprocessing), or another "
+        "backend computed from the subject's audio into the workspace (for ablations; ave uses SUBJECT/sync.pt or "
+        "audio.sync_checkpoint).")
+    expression: str = knob("upper7", "Expression input: upper7 (brows + blinks, 7 blendshapes), blink2 (the two "
+                           "eyeBlink scores), none, or comma-separated ARKit blendshape names.")
+    poses: Literal["stabilised", "raw"] = knob("stabilised", "Head poses: the Head-Sync Stabilizer's (poses.npy) "
+                                               "or the raw per-frame fits (poses_raw.npy), for ablations.")
+    attention_weight: float = knob(1e-4, "Weight of the facial-aware masked-attention losses (audio attention "
+                                   "outside the lower face, expression attention inside it; 0: off).")
     uncertainty_start: float = knob(1.0, "Fraction of the head stage after which the photometric loss is "
                                     "uncertainty-weighted (plain L1 before; 1.0: never, the default until a run "
                                     "shows that a late switch helps).")

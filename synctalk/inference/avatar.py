@@ -40,7 +40,7 @@ class Avatar:
         from synctalk.data import SubjectDataset
         from synctalk.data.contract import TRAIN_STEPS
         from synctalk.train.checkpoint import CheckpointManager
-        from synctalk.train.trainer import build_models, load_subject
+        from synctalk.train.trainer import build_models, load_subject, workspace_features
 
         workspace = Path(workspace)
         log_path = workspace / "train_log.json"
@@ -74,9 +74,9 @@ class Avatar:
         for module in (head, torso):
             if module is not None:
                 module.eval()
-        info = json.loads((subject_dir / "audio_features.json").read_text())
-        return cls(workspace, cfg, ds, head, torso, load_subject(ds, device, head.config.field.expression_names),
-                   info, device)
+        features, info = workspace_features(ds, cfg, workspace, device)
+        subject = load_subject(ds, device, head.config.field.expression_names, cfg.train.poses, features)
+        return cls(workspace, cfg, ds, head, torso, subject, info, device)
 
     # ---------------------------------------------------------------------------------------------- audio
     @property

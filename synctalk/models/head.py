@@ -247,7 +247,7 @@ class HeadField(nn.Module):
             "rgb": rgb,
             "uncertainty": uncertainty,
             "audio_attention": audio_weights.norm(dim=-1) / math.sqrt(self.config.audio_dim),
-            "expression_attention": expression_weights.norm(dim=-1) / math.sqrt(self.config.expression_dim),
+            "expression_attention": expression_weights.norm(dim=-1) / math.sqrt(max(self.config.expression_dim, 1)),
         }
 
 

@@ -68,31 +68,74 @@ class TrainReport:
     stages: dict = field(default_factory=dict)   # stage -> {"steps", "seconds", "val_psnr", ...}
 
 
+EXPRESSION_PRESETS = {"upper7": None, "blink2": ("eyeBlinkLeft", "eyeBlinkRight"), "none": ()}
+
+
+def expression_names(spec: str) -> tuple[str, ...]:
+    """``train.expression`` → blendshape names: a preset (upper7, blink2, none) or comma-separated names."""
+    from synctalk.models.head import DEFAULT_EXPRESSION_NAMES
+
+    if spec in EXPRESSION_PRESETS:
+        preset = EXPRESSION_PRESETS[spec]
+        return DEFAULT_EXPRESSION_NAMES if preset is None else preset
+    return tuple(name.strip() for name in spec.split(",") if name.strip())
+
+
 def build_models(cfg: TrainConfig, feature_shape: tuple[int, ...], n_frames: int, device):
     """The head and torso models for a config (also used by render to rebuild them from a checkpoint)."""
     from synctalk.models.head import HeadFieldConfig, HeadModel, HeadModelConfig
     from synctalk.models.torso import TorsoConfig, TorsoModel
 
+    names = expression_names(cfg.expression)
     field_cfg = HeadFieldConfig(num_levels=cfg.field_levels, base_resolution=cfg.field_base,
-                                finest_resolution=cfg.field_finest,
-                                density_hidden=cfg.hidden, color_hidden=cfg.hidden)
+                                finest_resolution=cfg.field_finest, density_hidden=cfg.hidden,
+                                color_hidden=cfg.hidden, expression_names=names, expression_dim=len(names))
     head = HeadModel(HeadModelConfig(field=field_cfg, grid_resolution=cfg.grid_resolution, max_steps=cfg.max_steps),
                      audio_feature_shape=feature_shape, n_frames=n_frames).to(device)
     torso = TorsoModel(TorsoConfig(), n_frames=n_frames).to(device)
     return head, torso
 
 
-def load_subject(ds: SubjectDataset, device, expression_names) -> SubjectTensors:
+def workspace_features(ds: SubjectDataset, cfg: SyncTalkConfig, workspace: Path, device="cpu"
+                       ) -> tuple[np.ndarray, dict]:
+    """The audio features training uses: the subject's, or (``train.audio_backend`` set) that backend's features
+    of the subject's audio, computed once into ``WORKSPACE/audio_features.npy`` (+ .json)."""
+    backend = cfg.train.audio_backend
+    info_path, array_path = workspace / "audio_features.json", workspace / "audio_features.npy"
+    if backend == "subject":
+        return np.asarray(ds.audio_features), json.loads((ds.root / "audio_features.json").read_text())
+    if info_path.is_file() and array_path.is_file():
+        info = json.loads(info_path.read_text())
+        if info.get("backend") == backend:
+            return np.load(array_path), info
+    from synctalk.audio.features import compute_features
+    from synctalk.io.atomic import atomic_save_npy
+
+    checkpoint = cfg.audio.sync_checkpoint or (ds.root / "sync.pt")
+    if backend == "ave" and not Path(checkpoint).is_file():
+        raise SyncTalkError(f"train.audio_backend=ave needs a sync model: {checkpoint} is missing; set "
+                            "audio.sync_checkpoint")
+    result = compute_features(backend, ds.audio(), ds.meta["sample_rate_hz"], len(ds), ds.fps,
+                              checkpoint=checkpoint if backend == "ave" else None, device=device)
+    atomic_save_npy(array_path, result.features)
+    atomic_write_json(info_path, result.info)
+    return result.features, result.info
+
+
+def load_subject(ds: SubjectDataset, device, expression_names, poses: str = "stabilised",
+                 features: np.ndarray | None = None) -> SubjectTensors:
     from synctalk.models.head import expression_from_blendshapes
     from synctalk.models.torso import pose_vector
 
-    poses = torch.as_tensor(np.array(ds.poses), dtype=torch.float32, device=device)
+    c2w = torch.as_tensor(np.array(ds.poses if poses == "stabilised" else ds.poses_raw), dtype=torch.float32,
+                          device=device)
     blend = torch.as_tensor(np.array(ds.blendshapes), dtype=torch.float32, device=device)
+    features = np.asarray(ds.audio_features) if features is None else features
     return SubjectTensors(
-        features=torch.as_tensor(np.array(ds.audio_features), dtype=torch.float32, device=device),
+        features=torch.as_tensor(np.array(features), dtype=torch.float32, device=device),
         expressions=expression_from_blendshapes(blend, expression_names),
-        poses=poses, pose_vectors=pose_vector(poses), K=torch.as_tensor(ds.intrinsics, dtype=torch.float32,
-                                                                          device=device),
+        poses=c2w, pose_vectors=pose_vector(c2w), K=torch.as_tensor(ds.intrinsics, dtype=torch.float32,
+                                                                    device=device),
         train=ds.split("train"), val=ds.split("val") or ds.split("train")[-1:])
 
 
@@ -145,9 +188,11 @@ class Trainer:
         self.cfg, self.tcfg = cfg, cfg.train
         self.device = torch.device(device)
         self.progress = progress
-        feature_shape = tuple(np.asarray(self.ds.audio_features).shape[1:])
+        features, _ = workspace_features(self.ds, cfg, self.workspace, self.device)
+        feature_shape = tuple(features.shape[1:])
         self.head, self.torso = build_models(self.tcfg, feature_shape, len(self.ds), self.device)
-        self.data = load_subject(self.ds, self.device, self.head.config.field.expression_names)
+        self.data = load_subject(self.ds, self.device, self.head.config.field.expression_names, self.tcfg.poses,
+                                 features)
         self.log_path = self.workspace / "train_log.json"
         self.state = json.loads(self.log_path.read_text()) if self.log_path.is_file() else {
             "subject": str(Path(subject).resolve()), "feature_shape": list(feature_shape),
@@ -325,7 +370,9 @@ class Trainer:
         # the lips stage keeps plain L1 (its patch losses carry the detail)
         start = (int(self.tcfg.uncertainty_start * self.tcfg.head_steps)
                  if stage == "head" and self.tcfg.uncertainty_start < 1 else 2 ** 62)
-        weights = HeadLossWeights(uncertainty_start=start, mask=self.tcfg.mask_weight, entropy=self.tcfg.entropy_weight)
+        weights = HeadLossWeights(uncertainty_start=start, mask=self.tcfg.mask_weight, entropy=self.tcfg.entropy_weight,
+                                  audio_attention=self.tcfg.attention_weight,
+                                  expression_attention=self.tcfg.attention_weight)
         losses = self.head.get_losses(out, target, lower_face=lower, step=step, weights=weights,
                                       head_mask=torch.as_tensor(batch.head, device=self.device))
         if stage == "lips":

@@ -91,3 +91,27 @@ def test_time_budget_stops_a_stage_with_its_validation(subject, tmp_path):
     report = train(subject, tmp_path / "ws", tiny_config(budget_minutes=1e-6), progress=False, stages=("head",))
     head = report.stages["head"]
     assert head["status"] == "done" and head["step"] == 1 and head["val_psnr"] > 0
+
+
+def test_ablation_knobs_change_what_the_model_sees(tmp_path):
+    """train.expression / poses / audio_backend / attention_weight: the inputs the ablations switch."""
+    import numpy as np
+    from conftest import build_subject, speech_like
+
+    from synctalk.train.trainer import Trainer
+
+    subject = build_subject(tmp_path / "s", n_frames=12, size=(24, 24), audio=speech_like(12 / 25))
+    raw = np.tile(np.eye(4, dtype=np.float32), (12, 1, 1))
+    raw[:, 0, 3] = 0.5
+    np.save(subject / "poses_raw.npy", raw)
+    cfg = tiny_config(lips_steps=0, torso_steps=0, expression="none", poses="raw", audio_backend="mel",
+                      attention_weight=0.0)
+    trainer = Trainer(subject, tmp_path / "ws", cfg, progress=False)
+    assert trainer.head.config.field.expression_dim == 0 and trainer.data.expressions.shape == (12, 0)
+    assert torch.allclose(trainer.data.poses[:, 0, 3], torch.full((12,), 0.5))
+    assert trainer.data.features.shape == (12, 80, 16)   # mel computed into the workspace
+    assert json.loads((tmp_path / "ws" / "audio_features.json").read_text())["backend"] == "mel"
+    report = trainer.run(("head",))
+    assert report.stages["head"]["status"] == "done" and np.isfinite(report.stages["head"]["val_psnr"])
+    blink = Trainer(subject, tmp_path / "ws2", tiny_config(expression="blink2"), progress=False)
+    assert blink.data.expressions.shape == (12, 2)

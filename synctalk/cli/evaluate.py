@@ -1,0 +1,50 @@
+"""`synctalk evaluate WORKSPACE -o REPORT/` (or `--compare A B`): metrics, table and sheets of a trained model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from synctalk.cli.common import add_common_args
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="PSNR/SSIM/MS-SSIM/LPIPS/LMD/AUE*/FID and LSE-D/C of a trained workspace",
+        description="Renders the held-out frames (or --audio) and writes metrics.json, metrics.md and sheet.png "
+                    "to -o. Metrics whose weights are missing are listed as skipped with the reason. "
+                    "--compare A B prints a diff table of two reports.")
+    parser.add_argument("workspace", type=Path, nargs="?", help="workspace from `synctalk train`")
+    parser.add_argument("-o", "--output", type=Path, help="report folder")
+    parser.add_argument("--split", default="val", help="subject split to evaluate (default: val)")
+    parser.add_argument("--audio", type=Path, help="also render this speech and score its lip sync")
+    parser.add_argument("--portrait", action="store_true", help="evaluate the portrait paste-back at full size")
+    parser.add_argument("--max-frames", type=int, help="only the first N frames of the split")
+    parser.add_argument("--sync-model", type=Path, help="sync judge (default: SUBJECT/sync.pt)")
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="diff two reports")
+    add_common_args(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from synctalk.errors import UserInputError
+
+    if args.compare:
+        from synctalk.eval.evaluate import compare
+
+        print(compare(*args.compare))
+        return 0
+    if args.workspace is None or args.output is None:
+        raise UserInputError("evaluate needs WORKSPACE and -o REPORT_DIR (or --compare A B)")
+    from synctalk.cli.common import resolve_config, verbosity
+    from synctalk.eval.evaluate import EvaluateOptions, evaluate
+    from synctalk.runtime import resolve_device
+
+    cfg = resolve_config(args)
+    options = EvaluateOptions(split=args.split, audio=args.audio, portrait=args.portrait,
+                              max_frames=args.max_frames, sync_model=args.sync_model)
+    result = evaluate(args.workspace, args.output, options, device=resolve_device(cfg.device),
+                      progress=verbosity(args) >= 0)
+    print((args.output / "metrics.md").read_text())
+    print(f"report: {args.output.resolve()} (metrics.json, metrics.md, sheet.png)")
+    return 0 if result else 1

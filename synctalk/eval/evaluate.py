@@ -1,0 +1,342 @@
+"""`synctalk evaluate WORKSPACE -o REPORT/`: the papers' metric suite in one command.
+
+Self-driven (default): every frame of a held-out split is rendered from its own pose, audio and expression and
+compared with the real frame (with ``portrait``: pasted back and compared with the original full-resolution
+frame). Rows of the table:
+
+- ``render``: PSNR, SSIM, MS-SSIM, LPIPS (weights permitting), LMD (mouth landmarks, mean-centred, pixels at the
+  evaluation resolution), blendshape error of the upper and lower face (our stand-in for AUE), FID (weights
+  permitting), LSE-D / LSE-C / offset from the sync judge;
+- ``ground truth``: the real frames scored the same way (LSE-D / LSE-C / offset), so every table has its GT row.
+
+With ``audio``: the avatar renders that speech (`synctalk render`) and the lip-sync metrics are computed on it;
+the GT row is still the held-out split with its own audio.
+
+The judge is the subject's ``sync.pt`` (trained during preprocessing on frames *before* the validation tail, so it
+never saw the frames it judges) unless ``sync_model`` is given; the official SyncNet is added when
+``syncnet_v2.model`` is in the asset cache. A metric that cannot be computed is listed under ``skipped`` with the
+reason, never given a made-up value. Speed: training wall time (train_log.json), rendering FPS, peak memory.
+
+Outputs: ``metrics.json`` (values, skipped reasons, provenance: config, dataset hash, code version, hardware),
+``metrics.md`` (the table) and ``sheet.png`` (GT | render | error map for a few frames).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synctalk.errors import UserInputError
+
+log = logging.getLogger("synctalk.eval")
+
+IMAGE_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "lmd", "au_upper", "au_lower", "fid")
+SYNC_METRICS = ("lse_d", "lse_c", "offset")
+LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "ms_ssim": "MS-SSIM ↑", "lpips": "LPIPS ↓", "lmd": "LMD ↓",
+          "au_upper": "AUE-upper* ↓", "au_lower": "AUE-lower* ↓", "fid": "FID ↓", "lse_d": "LSE-D ↓",
+          "lse_c": "LSE-C ↑", "offset": "offset", "syncnet_lse_d": "SyncNet LSE-D ↓",
+          "syncnet_lse_c": "SyncNet LSE-C ↑"}
+
+
+@dataclass
+class EvaluateOptions:
+    split: str = "val"
+    audio: Path | None = None        # novel speech: lip-sync metrics of its render
+    portrait: bool = False           # paste back and compare at the original resolution
+    max_frames: int | None = None    # evaluate the first N frames of the split (quick runs)
+    sync_model: Path | None = None   # the judge (default: SUBJECT/sync.pt)
+    max_offset: int = 15
+    sheet_frames: int = 4
+
+
+def _sync_row(video: Path, audio: Path | None, judge, max_offset: int) -> dict:
+    from synctalk.audio.score import sync_score
+
+    score = sync_score(video, audio, model=judge, max_offset=max_offset)
+    return {"lse_d": float(score.lse_d), "lse_c": float(score.lse_c), "offset": int(score.offset)}
+
+
+def _write_clip(path: Path, frames: list[np.ndarray], fps: float, audio: np.ndarray) -> Path:
+    from synctalk.io.media import VideoWriter, write_wav
+
+    with tempfile.TemporaryDirectory() as tmp:
+        wav = Path(tmp) / "audio.wav"
+        write_wav(wav, audio, 16000)
+        with VideoWriter(path, fps, audio_path=wav) as writer:
+            writer.write_all(frames)
+    return path
+
+
+def _judges(avatar, options: EvaluateOptions, device) -> tuple[dict, dict]:
+    """{"": our judge, "syncnet_": the official one when present}, and skipped reasons."""
+    from synctalk.assets import cache_dir
+    from synctalk.audio.score import load_judge
+
+    judges, skipped = {}, {}
+    ours = options.sync_model or avatar.ds.root / "sync.pt"
+    if Path(ours).is_file():
+        judges[""] = load_judge(ours, device)
+    else:
+        skipped["lse"] = (f"no sync judge: {ours} is missing (preprocess with audio.backend=ave trains one, or "
+                          "pass --sync-model from `synctalk sync-train` trained on other footage)")
+    official = cache_dir() / "syncnet_v2.model"
+    if official.is_file():
+        judges["syncnet_"] = load_judge(official, device)
+    else:
+        skipped["syncnet"] = f"official SyncNet scores need {official} (syncnet_v2.model); not in the cache"
+    return judges, skipped
+
+
+def dataset_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for name in ("meta.json", "splits.json", "poses.npy", "audio_features.npy"):
+        path = Path(root) / name
+        if path.is_file():
+            digest.update(name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def code_version() -> str:
+    import subprocess
+
+    import synctalk
+
+    repo = Path(synctalk.__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return f"{synctalk.__version__}+{sha}{'.dirty' if dirty else ''}"
+    except (OSError, subprocess.CalledProcessError):
+        return synctalk.__version__
+
+
+def hardware() -> dict:
+    import os
+
+    info = {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def peak_memory_mb(device) -> float:
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def render_split(avatar, frames: list[int], portrait=None, progress: bool = False
+                 ) -> tuple[list[np.ndarray], float]:
+    """Self-driven renders (uint8) of subject frames, and the rendering frames/s."""
+    from tqdm import tqdm
+
+    from synctalk.models.frame import FrameInputs
+
+    out, seconds = [], 0.0
+    for frame in tqdm(frames, desc="evaluate: render", unit="frame", disable=None if progress else True,
+                      leave=False):
+        start = time.perf_counter()
+        s = avatar.subject
+        inputs = FrameInputs(c2w=s.poses[frame], audio_code=avatar.audio_codes(s.features, [frame])[0],
+                             expression=s.expressions[frame], torso_pose=s.pose_vectors[frame],
+                             appearance_frame=frame)
+        rgb = avatar.render(inputs, frame).rgb
+        image = (rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+        out.append(portrait(image, frame) if portrait is not None else image)
+        seconds += time.perf_counter() - start
+    return out, len(frames) / max(seconds, 1e-9)
+
+
+def image_metrics(preds: list[np.ndarray], gts: list[np.ndarray], fps: float) -> tuple[dict, dict]:
+    """Mean per-frame image metrics, landmark and blendshape errors; and skipped reasons."""
+    from synctalk.data.contract import BLENDSHAPE_NAMES
+    from synctalk.eval import metrics as M
+
+    values = {name: float(np.mean([fn(p, g) for p, g in zip(preds, gts, strict=True)]))
+              for name, fn in (("psnr", M.psnr), ("ssim", M.ssim), ("ms_ssim", M.ms_ssim))}
+    skipped = {}
+    lpips = M.lpips_metric()
+    if isinstance(lpips, M.Skipped):
+        skipped["lpips"] = lpips.reason
+    else:
+        values["lpips"] = float(np.mean([lpips(p, g) for p, g in zip(preds, gts, strict=True)]))
+    fid = M.fid_metric()
+    if isinstance(fid, M.Skipped):
+        skipped["fid"] = fid.reason
+    else:
+        values["fid"] = float(fid(preds, gts))
+    pred_lm, pred_found, pred_bs = M.landmarks_of_frames(preds, fps)
+    gt_lm, gt_found, gt_bs = M.landmarks_of_frames(gts, fps)
+    both = pred_found & gt_found
+    values["face_found"] = float(pred_found.mean())
+    if both.any():
+        values["lmd"] = M.lmd(pred_lm, gt_lm, valid=both)
+        errors = M.blendshape_error(pred_bs[both], gt_bs[both], BLENDSHAPE_NAMES)
+        values["au_upper"], values["au_lower"] = errors["upper_face"], errors["lower_face"]
+    else:
+        skipped["lmd"] = skipped["au_upper"] = skipped["au_lower"] = "no face found in the renders"
+    return values, skipped
+
+
+def error_sheet(preds: list[np.ndarray], gts: list[np.ndarray], n: int) -> np.ndarray:
+    """GT | render | error map (inferno, |difference| x 4) rows for ``n`` evenly spaced frames."""
+    from matplotlib import colormaps
+
+    picks = np.linspace(0, len(preds) - 1, min(n, len(preds))).round().astype(int)
+    rows = []
+    for k in picks:
+        err = np.abs(preds[k].astype(np.float32) - gts[k].astype(np.float32)).mean(-1) / 255 * 4
+        heat = (colormaps["inferno"](np.clip(err, 0, 1))[..., :3] * 255).astype(np.uint8)
+        rows.append(np.concatenate([gts[k], preds[k], heat], 1))
+    return np.concatenate(rows, 0)
+
+
+def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOptions | None = None,
+             device: str | torch.device = "cpu", progress: bool = True) -> dict:
+    """Evaluate a trained workspace (see the module docstring); returns what metrics.json holds."""
+    from synctalk.inference.avatar import Avatar
+    from synctalk.io.atomic import atomic_write_json, atomic_write_text
+    from synctalk.io.images import write_image
+
+    options = options or EvaluateOptions()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    avatar = Avatar.load(workspace, device)
+    frames = avatar.ds.split(options.split)
+    if not frames:
+        raise UserInputError(f"{avatar.ds.root}: the split '{options.split}' is empty; preprocess with "
+                             "preprocess.val_fraction > 0 or pick --split train")
+    frames = frames[:options.max_frames] if options.max_frames else frames
+    portrait = None
+    if options.portrait:
+        from synctalk.inference.video import PortraitCompositor, RenderOptions
+
+        portrait = PortraitCompositor(avatar, RenderOptions(portrait=True))
+    preds, render_fps = render_split(avatar, frames, portrait, progress)
+    gts = [portrait.source[f] if portrait is not None else avatar.ds.image(f) for f in frames]
+    render, skipped = image_metrics(preds, gts, avatar.fps)
+    render["render_fps"] = render_fps
+    gt_row: dict = {}
+
+    judges, judge_skips = _judges(avatar, options, device)
+    skipped.update(judge_skips)
+    audio = avatar.ds.audio()
+    spf = 16000 / avatar.fps
+    segment = np.concatenate([audio[int(round(f * spf)):int(round((f + 1) * spf))] for f in frames])
+    with tempfile.TemporaryDirectory() as tmp:
+        gt_video = _write_clip(Path(tmp) / "gt.mp4", gts, avatar.fps, segment)
+        if options.audio is not None:
+            from synctalk.inference.video import RenderOptions, render_video
+
+            report = render_video(workspace, options.audio, out_dir / "render.mp4",
+                                  RenderOptions(portrait=options.portrait), device=device, progress=progress)
+            scored, scored_audio = report.video, None
+            render["novel_render_fps"] = report.render_fps
+        else:
+            scored, scored_audio = _write_clip(out_dir / "render.mp4", preds, avatar.fps, segment), None
+        for prefix, judge in judges.items():
+            for row, video in ((render, scored), (gt_row, gt_video)):
+                for name, value in _sync_row(video, scored_audio, judge, options.max_offset).items():
+                    row[prefix + name] = value
+    state = json.loads((Path(workspace) / "train_log.json").read_text())
+    train_seconds = sum(float(s.get("seconds", 0)) for s in state["stages"].values())
+    sheet = error_sheet(preds, gts, options.sheet_frames)
+    write_image(out_dir / "sheet.png", sheet)
+    result = {
+        "workspace": str(Path(workspace).resolve()), "subject": str(avatar.ds.root), "split": options.split,
+        "frames": len(frames), "resolution": [int(preds[0].shape[1]), int(preds[0].shape[0])],
+        "portrait": options.portrait, "audio": str(options.audio) if options.audio else None,
+        "rows": {"render": render, "ground truth": gt_row},
+        "speed": {"train_minutes": round(train_seconds / 60, 2), "render_fps": round(render_fps, 3),
+                  "peak_memory_mb": round(peak_memory_mb(device), 1)},
+        "skipped": skipped,
+        "provenance": {"config": json.loads(json.dumps(_config_dict(avatar.cfg))),
+                       "dataset_hash": dataset_hash(avatar.ds.root), "code_version": code_version(),
+                       "hardware": hardware(), "date": time.strftime("%Y-%m-%d %H:%M:%S")},
+    }
+    atomic_write_json(out_dir / "metrics.json", result)
+    atomic_write_text(out_dir / "metrics.md", metrics_markdown(result))
+    return result
+
+
+def _config_dict(cfg) -> dict:
+    from synctalk.config import config_to_dict
+
+    return config_to_dict(cfg)
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, int):
+        return str(value)
+    return "inf" if math.isinf(value) else f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}"
+
+
+def metrics_markdown(result: dict) -> str:
+    rows = result["rows"]
+    columns = [m for m in (*IMAGE_METRICS, *SYNC_METRICS, "syncnet_lse_d", "syncnet_lse_c")
+               if any(m in r for r in rows.values()) or m in result["skipped"]]
+    lines = [f"# Evaluation of {result['workspace']}", "",
+             f"{result['frames']} frames of the '{result['split']}' split at {result['resolution'][0]}x"
+             f"{result['resolution'][1]}" + (" (portrait paste-back)" if result["portrait"] else "")
+             + (f"; lip sync of the render of {result['audio']}" if result["audio"] else ""), "",
+             "| | " + " | ".join(LABELS.get(c, c) for c in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for name, row in rows.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(row.get(c)) for c in columns) + " |")
+    speed = result["speed"]
+    lines += ["", "*AUE stand-in: mean absolute error of MediaPipe blendshape scores (upper face: brows and eyes; "
+              "lower face: jaw, mouth, cheeks), named as such because it is not the action-unit error of OpenFace.",
+              "", f"Speed: training {speed['train_minutes']} min, rendering {speed['render_fps']} frames/s, peak "
+              f"memory {speed['peak_memory_mb']} MB.", ""]
+    if result["skipped"]:
+        lines += ["Skipped:"] + [f"- {name}: {reason}" for name, reason in result["skipped"].items()] + [""]
+    prov = result["provenance"]
+    lines += [f"Code {prov['code_version']}, dataset hash {prov['dataset_hash']}, hardware "
+              f"{json.dumps(prov['hardware'])}, {prov['date']}.", ""]
+    return "\n".join(lines)
+
+
+def compare(a: str | Path, b: str | Path) -> str:
+    """A diff table of two reports (metrics.json files or folders holding one)."""
+    def load(path):
+        path = Path(path)
+        path = path / "metrics.json" if path.is_dir() else path
+        if not path.is_file():
+            raise UserInputError(f"{path}: no metrics.json; run `synctalk evaluate` first")
+        return json.loads(path.read_text())
+
+    first, second = load(a), load(b)
+    lines = ["| metric | A | B | B − A |", "|---|---:|---:|---:|"]
+    for row in ("render", "ground truth"):
+        ra, rb = first["rows"].get(row, {}), second["rows"].get(row, {})
+        for key in [k for k in ra if k in rb or k in ra] + [k for k in rb if k not in ra]:
+            va, vb = ra.get(key), rb.get(key)
+            diff = vb - va if isinstance(va, (int, float)) and isinstance(vb, (int, float)) else None
+            lines.append(f"| {row}: {LABELS.get(key, key)} | {_fmt(va)} | {_fmt(vb)} | {_fmt(diff)} |")
+    for key in first["speed"]:
+        va, vb = first["speed"][key], second["speed"].get(key)
+        lines.append(f"| {key} | {_fmt(va)} | {_fmt(vb)} | {_fmt(vb - va if vb is not None else None)} |")
+    notes = []
+    for key in ("dataset_hash", "code_version"):
+        if first["provenance"][key] != second["provenance"][key]:
+            notes.append(f"{key} differs: {first['provenance'][key]} vs {second['provenance'][key]}")
+    return "\n".join(lines + ([""] + notes if notes else []))
