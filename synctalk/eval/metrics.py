@@ -51,7 +51,7 @@ def as_image(image: ImageLike) -> Tensor:
 
     Example: ``np.full((2, 2, 3), 255, np.uint8)`` → a [1, 3, 2, 2] tensor of ones.
     """
-    tensor = torch.as_tensor(image) if isinstance(image, Tensor) else torch.from_numpy(np.asarray(image))
+    tensor = torch.as_tensor(image) if isinstance(image, Tensor) else torch.from_numpy(np.array(image))
     tensor = tensor.detach().cpu()
     if tensor.dim() == 2:
         tensor = tensor[..., None]

@@ -118,7 +118,7 @@ class Avatar:
         from synctalk.io.images import read_image
 
         image = read_image(self.ds.root / "background.png") if self.torso is not None else self.ds.torso(pose_frame)
-        return torch.as_tensor(np.asarray(image), device=self.device).reshape(-1, 3).float() / 255
+        return torch.as_tensor(np.array(image), device=self.device).reshape(-1, 3).float() / 255
 
     @torch.no_grad()
     def render(self, inputs, pose_frame: int, size: int | None = None):

@@ -48,3 +48,20 @@ def test_patches_and_resume(make_subject):
     np.testing.assert_array_equal(again.pixels, batch.pixels)
     with pytest.raises(ValueError, match="at least one frame"):
         RaySampler(ds, [], n_rays=10)
+
+
+def test_box_rays_land_in_the_grown_head_box(make_subject):
+    from synctalk.data.contract import TRAIN_STEPS
+
+    ds = SubjectDataset(make_subject(n_frames=4, size=(40, 40)), require=TRAIN_STEPS)
+    labels = np.zeros((40, 40), np.uint8)
+    labels[10:20, 16:24] = 1   # a 10 x 8 head
+    sampler = RaySampler(ds, [0], n_rays=400, head_fraction=0.25, box_fraction=0.5)
+    xs, ys = sampler._random_pixels(labels)
+    head, box = slice(0, 100), slice(100, 300)
+    assert np.all(labels[ys[head], xs[head]] == 1)
+    # grown by a quarter per side: rows 7.5..22.5 -> [7, 22], columns 14..26 -> [14, 25]
+    assert ys[box].min() >= 7 and ys[box].max() <= 22 and xs[box].min() >= 14 and xs[box].max() <= 25
+    assert ys[box].min() < 10 and ys[box].max() >= 20   # beyond the head itself
+    with pytest.raises(ValueError, match="box_fraction"):
+        RaySampler(ds, [0], n_rays=8, head_fraction=0.8, box_fraction=0.5)
