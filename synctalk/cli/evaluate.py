@@ -20,6 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("--audio", type=Path, help="also render this speech and score its lip sync")
     parser.add_argument("--portrait", action="store_true", help="evaluate the portrait paste-back at full size")
     parser.add_argument("--max-frames", type=int, help="only the first N frames of the split")
+    parser.add_argument("--silent", action="store_true",
+                        help="control run: drive the frames with silent-audio features (LMD should get worse)")
     parser.add_argument("--sync-model", type=Path, help="sync judge (default: SUBJECT/sync.pt)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="diff two reports")
     add_common_args(parser)
@@ -42,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     options = EvaluateOptions(split=args.split, audio=args.audio, portrait=args.portrait,
-                              max_frames=args.max_frames, sync_model=args.sync_model)
+                              max_frames=args.max_frames, sync_model=args.sync_model,
+                              silent=args.silent)
     result = evaluate(args.workspace, args.output, options, device=resolve_device(cfg.device),
                       progress=verbosity(args) >= 0)
     print((args.output / "metrics.md").read_text())

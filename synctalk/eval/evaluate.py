@@ -57,6 +57,7 @@ class EvaluateOptions:
     sync_model: Path | None = None   # the judge (default: SUBJECT/sync.pt)
     max_offset: int = 15
     sheet_frames: int = 4
+    silent: bool = False             # drive the frames with silent-audio features (the LMD control)
 
 
 def _sync_row(video: Path, audio: Path | None, judge, max_offset: int) -> dict:
@@ -142,19 +143,21 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def render_split(avatar, frames: list[int], portrait=None, progress: bool = False
+def render_split(avatar, frames: list[int], portrait=None, progress: bool = False, features=None
                  ) -> tuple[list[np.ndarray], float]:
-    """Self-driven renders (uint8) of subject frames, and the rendering frames/s."""
+    """Self-driven renders (uint8) of subject frames (audio: ``features`` [N, ...] of the whole clip, default the
+    subject's own), and the rendering frames/s."""
     from tqdm import tqdm
 
     from synctalk.models.frame import FrameInputs
 
     out, seconds = [], 0.0
+    features = avatar.subject.features if features is None else features
     for frame in tqdm(frames, desc="evaluate: render", unit="frame", disable=None if progress else True,
                       leave=False):
         start = time.perf_counter()
         s = avatar.subject
-        inputs = FrameInputs(c2w=s.poses[frame], audio_code=avatar.audio_codes(s.features, [frame])[0],
+        inputs = FrameInputs(c2w=s.poses[frame], audio_code=avatar.audio_codes(features, [frame])[0],
                              expression=s.expressions[frame], torso_pose=s.pose_vectors[frame],
                              appearance_frame=frame)
         rgb = avatar.render(inputs, frame).rgb
@@ -229,7 +232,9 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
         from synctalk.inference.video import PortraitCompositor, RenderOptions
 
         portrait = PortraitCompositor(avatar, RenderOptions(portrait=True))
-    preds, render_fps = render_split(avatar, frames, portrait, progress)
+    audio = avatar.ds.audio()
+    features = avatar.audio_features(np.zeros_like(audio), len(avatar.ds)) if options.silent else None
+    preds, render_fps = render_split(avatar, frames, portrait, progress, features)
     gts = [portrait.source[f] if portrait is not None else avatar.ds.image(f) for f in frames]
     render, skipped = image_metrics(preds, gts, avatar.fps)
     render["render_fps"] = render_fps
@@ -237,7 +242,6 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
 
     judges, judge_skips = _judges(avatar, options, device)
     skipped.update(judge_skips)
-    audio = avatar.ds.audio()
     spf = 16000 / avatar.fps
     segment = np.concatenate([audio[int(round(f * spf)):int(round((f + 1) * spf))] for f in frames])
     with tempfile.TemporaryDirectory() as tmp:
@@ -263,6 +267,7 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
         "workspace": str(Path(workspace).resolve()), "subject": str(avatar.ds.root), "split": options.split,
         "frames": len(frames), "resolution": [int(preds[0].shape[1]), int(preds[0].shape[0])],
         "portrait": options.portrait, "audio": str(options.audio) if options.audio else None,
+        "silent": options.silent,
         "rows": {"render": render, "ground truth": gt_row},
         "speed": {"train_minutes": round(train_seconds / 60, 2), "render_fps": round(render_fps, 3),
                   "peak_memory_mb": round(peak_memory_mb(device), 1)},
@@ -297,7 +302,8 @@ def metrics_markdown(result: dict) -> str:
     lines = [f"# Evaluation of {result['workspace']}", "",
              f"{result['frames']} frames of the '{result['split']}' split at {result['resolution'][0]}x"
              f"{result['resolution'][1]}" + (" (portrait paste-back)" if result["portrait"] else "")
-             + (f"; lip sync of the render of {result['audio']}" if result["audio"] else ""), "",
+             + (f"; lip sync of the render of {result['audio']}" if result["audio"] else "")
+             + ("; driven by silent-audio features (control)" if result.get("silent") else ""), "",
              "| | " + " | ".join(LABELS.get(c, c) for c in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for name, row in rows.items():

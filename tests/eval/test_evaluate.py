@@ -1,0 +1,63 @@
+"""`synctalk evaluate`: report files, the GT row, skipped reasons, provenance, --compare."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_evaluate_writes_metrics_with_reasons_for_what_it_skips(trained_workspace, tmp_path):
+    from synctalk.eval import metrics as M
+    from synctalk.eval.evaluate import EvaluateOptions, evaluate, render_split
+    from synctalk.inference.avatar import Avatar
+
+    workspace, subject = trained_workspace
+    result = evaluate(workspace, tmp_path / "report", EvaluateOptions(max_frames=2), progress=False)
+    saved = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert saved["rows"]["render"]["psnr"] == pytest.approx(result["rows"]["render"]["psnr"])
+    assert saved["frames"] == 2 and saved["resolution"] == [32, 32]
+    # the PSNR is the mean over frames of the self-driven render against the real frame
+    avatar = Avatar.load(workspace)
+    frames = avatar.ds.split("val")[:2]
+    preds, _ = render_split(avatar, frames)
+    expected = np.mean([M.psnr(p, avatar.ds.image(f)) for p, f in zip(preds, frames, strict=True)])
+    assert saved["rows"]["render"]["psnr"] == pytest.approx(expected)
+    # no sync judge, no LPIPS/FID weights, no face on 32 px noise: each listed with its reason, no value
+    for name, words in (("lse", "sync.pt"), ("lpips", "lpips_alex.pth"), ("fid", "inception"), ("lmd", "no face")):
+        assert words in saved["skipped"][name]
+    assert "lpips" not in saved["rows"]["render"] and "lse_d" not in saved["rows"]["render"]
+    assert saved["provenance"]["dataset_hash"] and saved["provenance"]["hardware"]["cpu_count"] >= 1
+    assert saved["provenance"]["config"]["train"]["head_steps"] == 4
+    table = (tmp_path / "report" / "metrics.md").read_text()
+    assert "| ground truth |" in table and "Skipped:" in table and "AUE stand-in" in table
+    from synctalk.io.images import read_image
+
+    assert read_image(tmp_path / "report" / "sheet.png").shape == (2 * 32, 3 * 32, 3)
+
+
+def test_silent_control_and_compare(trained_workspace, tmp_path):
+    from synctalk.eval.evaluate import EvaluateOptions, compare, evaluate
+
+    workspace, _ = trained_workspace
+    own = evaluate(workspace, tmp_path / "own", EvaluateOptions(max_frames=2), progress=False)
+    silent = evaluate(workspace, tmp_path / "silent", EvaluateOptions(max_frames=2, silent=True), progress=False)
+    assert silent["silent"] and not own["silent"]
+    assert silent["rows"]["render"]["psnr"] != own["rows"]["render"]["psnr"]   # the audio reaches the pixels
+    diff = compare(tmp_path / "own", tmp_path / "silent")
+    row = next(line for line in diff.splitlines() if line.startswith("| render: PSNR"))
+    a, b, delta = (float(x) for x in row.split("|")[2:5])
+    assert delta == pytest.approx(b - a, abs=0.02)
+
+
+def test_evaluate_cli_and_errors(trained_workspace, tmp_path, capsys):
+    from synctalk.cli.main import main
+
+    workspace, _ = trained_workspace
+    assert main(["evaluate", str(workspace), "-o", str(tmp_path / "r"), "--max-frames", "1", "-q"]) == 0
+    assert "| render |" in capsys.readouterr().out
+    assert main(["evaluate", "--compare", str(tmp_path / "r"), str(tmp_path / "missing")]) == 2
+    assert main(["evaluate", str(workspace)]) == 2
