@@ -1,0 +1,98 @@
+#!/usr/bin/env python
+"""Does the rendered mouth follow new speech? Render audio files with a trained workspace and measure.
+
+    python scripts/eval_render.py WORKSPACE --audio a.flac b.wav -o OUT [--size 128] [--portrait]
+
+Per audio file: the mp4 (`synctalk render`), its frame count against the audio duration, the muxed audio's
+length, the MediaPipe jawOpen of every rendered frame against the speech loudness (RMS per frame, dB) as a
+correlation and a plot (OUT/<name>_mouth.png, no frames in it), LSE-D / LSE-C / offset of the render from the
+subject's sync judge (never trained on these audio files), and a sheet of 8 frames (OUT/<name>_sheet.png; it shows
+the subject's face: keep it out of the repository when the subject is real footage). Writes OUT/render_eval.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def loudness_db(samples: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
+    per = 16000 / fps
+    rms = [np.sqrt(np.mean(samples[int(i * per):int((i + 1) * per)] ** 2) + 1e-10) for i in range(n_frames)]
+    return 20 * np.log10(np.asarray(rms))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("workspace", type=Path)
+    parser.add_argument("--audio", type=Path, nargs="+", required=True)
+    parser.add_argument("-o", "--out", type=Path, required=True)
+    parser.add_argument("--size", type=int)
+    parser.add_argument("--portrait", action="store_true")
+    args = parser.parse_args()
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from synctalk.audio.score import load_judge, sync_score
+    from synctalk.data.contract import BLENDSHAPE_NAMES
+    from synctalk.eval.metrics import landmarks_of_frames
+    from synctalk.inference.video import RenderOptions, render_video
+    from synctalk.io.images import write_image
+    from synctalk.io.media import load_audio, probe, read_frames
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for audio in args.audio:
+        name = audio.stem
+        video = args.out / f"{name}.mp4"
+        report = render_video(args.workspace, audio, video, RenderOptions(size=args.size, portrait=args.portrait))
+        frames = list(read_frames(video))
+        samples = load_audio(audio, 16000)
+        muxed = load_audio(video, 16000)
+        _, found, blend = landmarks_of_frames(frames, report.fps)
+        jaw = blend[:, BLENDSHAPE_NAMES.index("jawOpen")]
+        loud = loudness_db(samples, len(frames), report.fps)
+        ok = found & np.isfinite(jaw)
+        corr = float(np.corrcoef(jaw[ok], loud[ok])[0, 1]) if ok.sum() > 2 else float("nan")
+        judge_path = Path(json.loads((Path(args.workspace) / "train_log.json").read_text())["subject"]) / "sync.pt"
+        sync = sync_score(video, model=load_judge(judge_path)).summary() if judge_path.is_file() else None
+        info = probe(video)
+        results[name] = {
+            "audio_s": round(len(samples) / 16000, 3), "frames": len(frames), "video_s": round(len(frames) /
+                                                                                               report.fps, 3),
+            "muxed_audio_s": round(len(muxed) / 16000, 3), "size": [info.width, info.height],
+            "render_fps": round(report.render_fps, 3), "face_found": float(found.mean()),
+            "jaw_open_vs_loudness_r": round(corr, 3), "jaw_open_mean": float(np.nanmean(jaw)),
+            "jaw_open_std": float(np.nanstd(jaw)), "sync": sync}
+        t = np.arange(len(frames)) / report.fps
+        fig, ax = plt.subplots(figsize=(10, 3))
+        ax.plot(t, jaw, label="rendered jawOpen (MediaPipe)", color="C1")
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("jawOpen")
+        twin = ax.twinx()
+        twin.plot(t, loud, label="speech loudness (dB)", color="C0", alpha=0.5)
+        twin.set_ylabel("loudness (dB)")
+        ax.set_title(f"{name}: rendered mouth vs speech (r = {corr:.2f})")
+        fig.legend(loc="upper right")
+        fig.tight_layout()
+        fig.savefig(args.out / f"{name}_mouth.png", dpi=100)
+        plt.close(fig)
+        picks = np.linspace(0, len(frames) - 1, 8).round().astype(int)
+        write_image(args.out / f"{name}_sheet.png", np.concatenate([frames[k] for k in picks], 1))
+        print(name, json.dumps(results[name]), flush=True)
+    (args.out / "render_eval.json").write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
