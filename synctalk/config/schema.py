@@ -142,6 +142,8 @@ class TrainConfig:
     checkpoint_every: int = knob(1000, "Steps between checkpoints (also at stage ends and on Ctrl-C).")
     keep_last: int = knob(3, "Checkpoints kept per stage (plus the best).")
     log_every: int = knob(50, "Steps between TensorBoard scalars.")
+    tf32: bool = knob(True, "On CUDA, let matmuls and convolutions use TF32 tensor cores (about 10 bits of "
+                      "mantissa; ignored on CPU).")
     budget_minutes: float = knob(0.0, "Wall-clock budget of all stages together, split by their step counts "
                                  "(0: none).")
 

@@ -187,6 +187,8 @@ class Trainer:
         save_config(cfg, self.workspace)
         self.cfg, self.tcfg = cfg, cfg.train
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.tcfg.tf32
         self.progress = progress
         features, _ = workspace_features(self.ds, cfg, self.workspace, self.device)
         feature_shape = tuple(features.shape[1:])
