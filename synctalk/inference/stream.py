@@ -114,10 +114,11 @@ class StreamRenderer:
         window = avatar.head.config.audio_window
         self.ahead = window - window // 2 - 1          # future frames in a frame's audio-net window
         self.lookahead_s = (self.ahead + 0.5) / self.fps + MEL_WINDOW_S
-        self.drive = make_drive(int(horizon_s * self.fps), np.asarray(avatar.ds.poses),
-                                avatar.subject.expressions.cpu().numpy(), avatar.head.config.field.expression_names,
-                                avatar.subject.train, self.fps, options.pose, options.blink, options.still_frame,
-                                seed=options.seed)
+        self._make_drive = lambda n: make_drive(
+            n, avatar.subject.poses.cpu().numpy(), avatar.subject.expressions.cpu().numpy(),
+            avatar.head.config.field.expression_names, avatar.subject.train, self.fps, options.pose, options.blink,
+            options.still_frame, seed=options.seed)
+        self.drive = self._make_drive(int(horizon_s * self.fps))
         self.audio = np.zeros(0, np.float32)   # samples from self.audio_start on
         self.audio_start = 0
         self.features: dict[int, np.ndarray] = {}
@@ -135,9 +136,10 @@ class StreamRenderer:
             heard_s = self.received / SAMPLE_RATE_HZ
             ready_features = max(0, math.floor(heard_s * self.fps - 0.5 - MEL_WINDOW_S * self.fps) + 1)
             ready = max(0, ready_features - self.ahead)
-        if ready <= self.done or (self.done >= len(self.drive.pose_frames)):
+        if ready <= self.done:
             return []
-        ready = min(ready, len(self.drive.pose_frames))
+        if ready > len(self.drive.pose_frames):  # a stream longer than the horizon: extend the schedule
+            self.drive = self._make_drive(2 * ready)
         self._compute_features(ready_features, total)
         frames = list(range(self.done, ready))
         images = self._render(frames, total)

@@ -96,7 +96,7 @@ def render_video(workspace: str | Path, audio: str | Path, out: str | Path, opti
     avatar = Avatar.load(workspace, device)
     n = avatar.n_frames(len(samples))
     features = avatar.audio_features(samples, n)
-    drive = make_drive(n, np.asarray(avatar.ds.poses), avatar.subject.expressions.cpu().numpy(),
+    drive = make_drive(n, avatar.subject.poses.cpu().numpy(), avatar.subject.expressions.cpu().numpy(),
                        avatar.head.config.field.expression_names, avatar.subject.train, avatar.fps, options.pose,
                        options.blink, options.still_frame, seed=options.seed)
     portrait = PortraitCompositor(avatar, options) if options.portrait else None

@@ -29,11 +29,11 @@ def test_streamed_frames_equal_the_offline_render(trained_workspace):
     options = RenderOptions(size=8)
     n = avatar.n_frames(len(speech))
     features = avatar.audio_features(speech, n)
-    drive = make_drive(n, np.asarray(avatar.ds.poses), avatar.subject.expressions.numpy(),
+    drive = make_drive(n, avatar.subject.poses.numpy(), avatar.subject.expressions.numpy(),
                        avatar.head.config.field.expression_names, avatar.subject.train, avatar.fps)
     offline = render_frames(avatar, features, drive, list(range(n)), size=8)
 
-    renderer = StreamRenderer(avatar, options)
+    renderer = StreamRenderer(avatar, options, horizon_s=0.5)   # the pose schedule has to grow on the way
     streamed, arrivals = [], []
     rng = np.random.default_rng(0)
     position = 0
