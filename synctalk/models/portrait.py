@@ -39,6 +39,11 @@ class Crop:
 
     @classmethod
     def from_meta(cls, meta: dict) -> Crop:
+        if "crop" not in meta:
+            from synctalk.errors import DatasetError
+
+            raise DatasetError("the subject's meta.json records no crop of the original video (made by an older "
+                               "preprocess?); rerun `synctalk preprocess --force frames` for portrait paste-back")
         crop = meta["crop"]
         return cls(int(crop["x0"]), int(crop["y0"]), int(crop["side"]))
 

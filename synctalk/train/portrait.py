@@ -100,10 +100,10 @@ def train_portrait(trainer, budget_s: float = 0.0) -> None:
     info = trainer.state["stages"].setdefault("portrait", {"status": "pending"})
     if tcfg.portrait_steps <= 0 or info.get("status") == "done":
         return
-    crop = Crop.from_meta(trainer.ds.meta)
     source = SourceFrames(trainer.ds, trainer.workspace / "portrait" / "source")
     try:
         source.ensure(progress=trainer.progress)
+        crop = Crop.from_meta(trainer.ds.meta)
     except DatasetError as exc:
         log.warning("portrait stage skipped: %s", exc)
         info.update(status="skipped", reason=str(exc))

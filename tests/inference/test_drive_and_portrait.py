@@ -113,3 +113,31 @@ def test_untrained_restorer_returns_paste_back_and_only_touches_the_region():
     torch.nn.init.normal_(restorer.out.weight, std=1.0)
     changed = restorer.restore(pasted, render, mask, region) != pasted
     assert changed[10:20].any() and not changed[:10].any() and not changed[20:].any()
+
+
+def test_portrait_stage_trains_a_restorer_that_render_uses(trained_workspace):
+    import json
+
+    from synctalk.inference.video import load_restorer
+
+    workspace, _ = trained_workspace
+    stage = json.loads((workspace / "train_log.json").read_text())["stages"]["portrait"]
+    assert stage["status"] == "done" and stage["step"] == 2
+    assert np.isfinite(stage["val_region_psnr_paste"]) and np.isfinite(stage["val_region_psnr_restored"])
+    assert (workspace / "portrait" / "source" / "done.json").is_file()
+    assert load_restorer(workspace, "cpu") is not None
+
+
+def test_portrait_stage_is_skipped_with_a_reason_without_the_original_video(make_subject, tmp_path):
+    import json
+
+    from conftest import tiny_train_config
+
+    from synctalk.train.trainer import train
+
+    subject = make_subject(n_frames=8, size=(24, 24))   # meta.json source path "synthetic": no such video
+    report = train(subject, tmp_path / "ws", tiny_train_config(lips_steps=0, torso_steps=0), progress=False,
+                   stages=("head", "portrait"))
+    assert report.stages["portrait"]["status"] == "skipped"
+    assert "original video" in json.loads((tmp_path / "ws" / "train_log.json").read_text())["stages"]["portrait"][
+        "reason"]
