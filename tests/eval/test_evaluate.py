@@ -61,3 +61,29 @@ def test_evaluate_cli_and_errors(trained_workspace, tmp_path, capsys):
     assert "| render |" in capsys.readouterr().out
     assert main(["evaluate", "--compare", str(tmp_path / "r"), str(tmp_path / "missing")]) == 2
     assert main(["evaluate", str(workspace)]) == 2
+
+
+def test_delayed_audio_scores_a_worse_lse_d_on_a_real_clip(tmp_path, monkeypatch):
+    """LSE-D of a real talking clip rises when its audio is delayed (a judge fitted on that clip, briefly)."""
+    from conftest import real_file
+
+    from synctalk.audio.score import score_clip
+    from synctalk.audio.sync_data import clip_from_video
+    from synctalk.audio.sync_model import load_sync_model
+    from synctalk.audio.sync_train import train_sync_model
+    from synctalk.config import SyncTrainConfig
+
+    video = real_file("video/may_5s_25fps.mp4")
+    real_file("models/face_landmarker.task")
+    monkeypatch.setenv("SYNCTALK_HOME", str(tmp_path / "home"))
+    clip = clip_from_video(video)
+    cfg = SyncTrainConfig(width=0.125, batch_size=16, max_steps=120, eval_every=1000)
+    train_sync_model([clip], tmp_path / "judge.pt", cfg, progress=False)
+    judge = load_sync_model(tmp_path / "judge.pt")
+    aligned = score_clip(judge, clip, max_offset=6)
+    delayed = score_clip(judge, clip.delayed(4), max_offset=6)
+    assert aligned.offset == 0 and delayed.offset == -4
+    at_zero = lambda score: score.curve[list(score.offsets).index(0)]  # noqa: E731
+    assert at_zero(delayed) > at_zero(aligned)
+    # with the search narrower than the delay, LSE-D (the best distance found) is worse too
+    assert score_clip(judge, clip.delayed(4), max_offset=2).lse_d > score_clip(judge, clip, max_offset=2).lse_d
