@@ -20,6 +20,9 @@ def register(subparsers) -> None:
     stages = ("head", "lips", "torso", "portrait")
     parser.add_argument("--stages", nargs="+", choices=stages, default=list(stages),
                         help="stages to run (default: all, in order; portrait needs the original video)")
+    parser.add_argument("--redo", nargs="+", choices=stages, default=[],
+                        help="start these stages over (drop their checkpoints), e.g. --redo torso after changing "
+                             "train.torso_steps")
     add_common_args(parser)
     parser.set_defaults(handler=run)
 
@@ -32,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     seed_everything(cfg.seed)
     report = train(args.subject, args.workspace, cfg, device=resolve_device(cfg.device),
-                   progress=verbosity(args) >= 0, stages=tuple(args.stages))
+                   progress=verbosity(args) >= 0, stages=tuple(args.stages), redo=tuple(args.redo))
     for stage, info in report.stages.items():
         psnr = info.get("val_psnr")
         print(f"{stage:6s} {info.get('status', '')}: {info.get('step', 0)} steps in {info.get('seconds', 0):.0f} s"

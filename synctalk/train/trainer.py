@@ -204,6 +204,15 @@ class Trainer:
         self.writer = SummaryWriter(str(self.workspace / "tb"))
 
     # ------------------------------------------------------------------------------------------------ stages
+    def redo(self, stages: tuple[str, ...]) -> None:
+        """Forget finished or partial stages (their checkpoints and log entries) so that they train again."""
+        import shutil
+
+        for stage in stages:
+            shutil.rmtree(self.workspace / "checkpoints" / stage, ignore_errors=True)
+            self.state["stages"].pop(stage, None)
+        self._write_log()
+
     def run(self, stages: tuple[str, ...] = STAGES) -> TrainReport:
         from synctalk.train.portrait import train_portrait
 
@@ -448,6 +457,9 @@ class Trainer:
 
 
 def train(subject: str | Path, workspace: str | Path, cfg: SyncTalkConfig, device="cpu", progress: bool = True,
-          stages: tuple[str, ...] = STAGES) -> TrainReport:
-    """Train the head, lips and torso stages (see module docstring); resumes what the workspace holds."""
-    return Trainer(subject, workspace, cfg, device, progress).run(stages)
+          stages: tuple[str, ...] = STAGES, redo: tuple[str, ...] = ()) -> TrainReport:
+    """Train the stages (see module docstring); resumes what the workspace holds, except the ``redo`` stages,
+    which start over (e.g. the torso after changing its settings)."""
+    trainer = Trainer(subject, workspace, cfg, device, progress)
+    trainer.redo(redo)
+    return trainer.run(stages)

@@ -115,3 +115,13 @@ def test_ablation_knobs_change_what_the_model_sees(tmp_path):
     assert report.stages["head"]["status"] == "done" and np.isfinite(report.stages["head"]["val_psnr"])
     blink = Trainer(subject, tmp_path / "ws2", tiny_config(expression="blink2"), progress=False)
     assert blink.data.expressions.shape == (12, 2)
+
+
+def test_redo_starts_a_stage_over(subject, tmp_path):
+    from synctalk.train.trainer import train
+
+    train(subject, tmp_path / "ws", tiny_config(), progress=False)
+    again = train(subject, tmp_path / "ws", tiny_config(torso_steps=3), progress=False, redo=("torso",))
+    assert again.stages["torso"]["step"] == 3 and again.stages["head"]["step"] == 4
+    assert sorted(p.name for p in (tmp_path / "ws" / "checkpoints" / "torso").glob("ckpt_*.pt"))[-1] == \
+        "ckpt_0000003.pt"
