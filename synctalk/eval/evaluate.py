@@ -143,10 +143,11 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def render_split(avatar, frames: list[int], portrait=None, progress: bool = False, features=None
+def render_split(avatar, frames: list[int], portrait=None, progress: bool = False, features=None, raw=None
                  ) -> tuple[list[np.ndarray], float]:
     """Self-driven renders (uint8) of subject frames (audio: ``features`` [N, ...] of the whole clip, default the
-    subject's own), and the rendering frames/s."""
+    subject's own), and the rendering frames/s. With ``portrait``, the renders before paste-back are appended to
+    the list ``raw`` when given."""
     from tqdm import tqdm
 
     from synctalk.models.frame import FrameInputs
@@ -163,6 +164,8 @@ def render_split(avatar, frames: list[int], portrait=None, progress: bool = Fals
         rgb = avatar.render(inputs, frame).rgb
         image = (rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         out.append(portrait(image, frame) if portrait is not None else image)
+        if raw is not None:
+            raw.append(image)
         seconds += time.perf_counter() - start
     return out, len(frames) / max(seconds, 1e-9)
 
@@ -172,8 +175,10 @@ def image_metrics(preds: list[np.ndarray], gts: list[np.ndarray], fps: float) ->
     from synctalk.data.contract import BLENDSHAPE_NAMES
     from synctalk.eval import metrics as M
 
-    values = {name: float(np.mean([fn(p, g) for p, g in zip(preds, gts, strict=True)]))
-              for name, fn in (("psnr", M.psnr), ("ssim", M.ssim), ("ms_ssim", M.ms_ssim))}
+    per_frame = {name: [fn(p, g) for p, g in zip(preds, gts, strict=True)]
+                 for name, fn in (("psnr", M.psnr), ("ssim", M.ssim), ("ms_ssim", M.ms_ssim))}
+    values = {name: float(np.mean(v)) for name, v in per_frame.items()}
+    values["per_frame"] = {name: [round(x, 4) for x in v] for name, v in per_frame.items()}
     skipped = {}
     lpips = M.lpips_metric()
     if isinstance(lpips, M.Skipped):
@@ -196,6 +201,24 @@ def image_metrics(preds: list[np.ndarray], gts: list[np.ndarray], fps: float) ->
     else:
         skipped["lmd"] = skipped["au_upper"] = skipped["au_lower"] = "no face found in the renders"
     return values, skipped
+
+
+def crop_psnr(pasted: list[np.ndarray], plain: list[np.ndarray], originals: list[np.ndarray], crop) -> dict:
+    """Mean PSNR inside the preprocessing crop of the original frames: the paste-back against the plain render
+    upsampled to the crop (bicubic)."""
+    import cv2
+
+    from synctalk.eval.metrics import psnr
+
+    inside = (slice(max(crop.y0, 0), crop.y0 + crop.side), slice(max(crop.x0, 0), crop.x0 + crop.side))
+    scores = {"psnr_crop_portrait": [], "psnr_crop_plain": []}
+    for p, r, o in zip(pasted, plain, originals, strict=True):
+        target = o[inside]
+        up = cv2.resize(r, (crop.side, crop.side), interpolation=cv2.INTER_CUBIC)
+        up = up[inside[0].start - crop.y0:, inside[1].start - crop.x0:][:target.shape[0], :target.shape[1]]
+        scores["psnr_crop_portrait"].append(psnr(p[inside], target))
+        scores["psnr_crop_plain"].append(psnr(up, target))
+    return {name: float(np.mean(v)) for name, v in scores.items()}
 
 
 def error_sheet(preds: list[np.ndarray], gts: list[np.ndarray], n: int) -> np.ndarray:
@@ -234,9 +257,13 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
         portrait = PortraitCompositor(avatar, RenderOptions(portrait=True))
     audio = avatar.ds.audio()
     features = avatar.audio_features(np.zeros_like(audio), len(avatar.ds)) if options.silent else None
-    preds, render_fps = render_split(avatar, frames, portrait, progress, features)
+    plain: list[np.ndarray] = []
+    preds, render_fps = render_split(avatar, frames, portrait, progress, features, plain)
     gts = [portrait.source[f] if portrait is not None else avatar.ds.image(f) for f in frames]
     render, skipped = image_metrics(preds, gts, avatar.fps)
+    per_frame = render.pop("per_frame")
+    if portrait is not None:  # the same frames without paste-back, upsampled to the crop, for comparison
+        render.update(crop_psnr(preds, plain, gts, portrait.crop))
     render["render_fps"] = render_fps
     gt_row: dict = {}
 
@@ -269,6 +296,7 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
         "portrait": options.portrait, "audio": str(options.audio) if options.audio else None,
         "silent": options.silent,
         "rows": {"render": render, "ground truth": gt_row},
+        "per_frame": {"frames": list(map(int, frames)), **per_frame},
         "speed": {"train_minutes": round(train_seconds / 60, 2), "render_fps": round(render_fps, 3),
                   "peak_memory_mb": round(peak_memory_mb(device), 1)},
         "skipped": skipped,

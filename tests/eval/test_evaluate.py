@@ -19,7 +19,7 @@ def test_evaluate_writes_metrics_with_reasons_for_what_it_skips(trained_workspac
     result = evaluate(workspace, tmp_path / "report", EvaluateOptions(max_frames=2), progress=False)
     saved = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert saved["rows"]["render"]["psnr"] == pytest.approx(result["rows"]["render"]["psnr"])
-    assert saved["frames"] == 2 and saved["resolution"] == [32, 32]
+    assert saved["frames"] == 2 and saved["resolution"] == [32, 32] and len(saved["per_frame"]["psnr"]) == 2
     # the PSNR is the mean over frames of the self-driven render against the real frame
     avatar = Avatar.load(workspace)
     frames = avatar.ds.split("val")[:2]
@@ -87,3 +87,13 @@ def test_delayed_audio_scores_a_worse_lse_d_on_a_real_clip(tmp_path, monkeypatch
     assert at_zero(delayed) > at_zero(aligned)
     # with the search narrower than the delay, LSE-D (the best distance found) is worse too
     assert score_clip(judge, clip.delayed(4), max_offset=2).lse_d > score_clip(judge, clip, max_offset=2).lse_d
+
+
+def test_portrait_evaluation_compares_paste_back_with_the_plain_render(trained_workspace, tmp_path):
+    from synctalk.eval.evaluate import EvaluateOptions, evaluate
+
+    workspace, _ = trained_workspace
+    result = evaluate(workspace, tmp_path / "p", EvaluateOptions(max_frames=2, portrait=True), progress=False)
+    row = result["rows"]["render"]
+    assert result["resolution"] == [48, 48]
+    assert np.isfinite(row["psnr_crop_portrait"]) and np.isfinite(row["psnr_crop_plain"])
