@@ -62,6 +62,7 @@ class DemoConfig:
     seconds: float = knob(6.0, "Length of the built-in sample clip (s).")
     size: int = knob(256, "Side of the built-in sample clip (pixels).")
     fps: float = knob(25.0, "Frame rate of the built-in sample clip (frames/s).")
+    render_size: int = knob(0, "Side of the demo's renders of new speech (0: the subject's size).")
 
 
 @dataclass

@@ -125,9 +125,11 @@ def stage_render(cfg: SyncTalkConfig, report: DemoReport) -> None:
     audio = report.out_dir / "new_speech.wav"
     write_wav(audio, speech, cfg.preprocess.sample_rate_hz)
     device = resolve_device(cfg.device)
-    plain = render_video(report.out_dir / "workspace", audio, report.out_dir / "render.mp4", device=device)
+    size = cfg.demo.render_size or None
+    plain = render_video(report.out_dir / "workspace", audio, report.out_dir / "render.mp4",
+                         RenderOptions(size=size), device=device)
     portrait = render_video(report.out_dir / "workspace", audio, report.out_dir / "render_portrait.mp4",
-                            RenderOptions(portrait=True), device=device)
+                            RenderOptions(portrait=True, size=size), device=device)
     report.video = plain.video
     report.files.update(new_speech=audio, render=plain.video, render_portrait=portrait.video)
     log.info("render: %d frames at %.2f frames/s -> %s (portrait paste-back: %s)", plain.n_frames,
