@@ -248,8 +248,10 @@ def ablate(subject: str | Path, variants_dir: str | Path, out_dir: str | Path, b
     from synctalk.config import SyncTalkConfig, load_config
     from synctalk.data import SubjectDataset
     from synctalk.data.contract import TRAIN_STEPS
+    from synctalk.eval.evaluate import code_version
     from synctalk.io.atomic import atomic_write_json
 
+    code_version()  # pin the commit this run starts with (reports record it, not a later checkout)
     subject = Path(subject)
     if not subject.is_dir():
         raise UserInputError(f"subject directory {subject} does not exist; make one with `synctalk preprocess "

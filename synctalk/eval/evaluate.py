@@ -23,6 +23,7 @@ Outputs: ``metrics.json`` (values, skipped reasons, provenance: config, dataset 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -108,7 +109,10 @@ def dataset_hash(root: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
 def code_version() -> str:
+    """The synctalk version and git commit of the code this process runs (read once: a long ablation keeps the
+    commit it started with even if the checkout moves on)."""
     import subprocess
 
     import synctalk
