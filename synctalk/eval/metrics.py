@@ -9,15 +9,15 @@ Images are numpy ``uint8`` [H, W, 3] (divided by 255) or float arrays / tensors 
 - :data:`MOUTH_LANDMARKS`, :func:`lmd`: mouth landmark distance (mean-centred, as SyncTalk / AD-NeRF report it).
 - :func:`landmarks_of_frames`: MediaPipe Face Landmarker over frames → landmarks, found flags, blendshapes.
 - :func:`blendshape_error`: blendshape MAE for the upper and lower face, our stand-in for AUE (action-unit error).
-- :func:`lpips_metric`, :func:`fid_metric`: factories that say :class:`Skipped` (with what to put where) when the
-  network weights are not in the asset cache.
+- :func:`lpips_metric`, :func:`fid_metric`: not computed by this version; they return :class:`Skipped` with that
+  reason so reports say so.
 - :func:`mean_image_baseline`: PSNR of the mean training frame, the floor a model has to beat.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -37,8 +37,6 @@ SSIM_C1, SSIM_C2 = 0.01 ** 2, 0.03 ** 2
 # Wang et al. 2003, finest scale first (they sum to 1.0001, as published).
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
-LPIPS_WEIGHTS = "lpips_alex.pth"
-FID_WEIGHTS = "pt_inception-2015-12-05.pth"
 
 
 # ------------------------------------------------------------------------------------------ images
@@ -361,31 +359,17 @@ class Skipped:
     reason: str
 
 
-def _weights_or_skip(metric: str, filename: str, source: str) -> Skipped | None:
-    from synctalk import assets
-
-    folder = assets.cache_dir()
-    path = folder / filename
-    if not path.is_file():
-        return Skipped(f"{metric} skipped: weights file '{filename}' not found in the model cache {folder}; put "
-                       f"{filename} ({source}) at {path}, or set SYNCTALK_MODELS to a folder that has it")
-    return Skipped(f"{metric} skipped: found {path}, but this version of synctalk does not implement the "
-                   f"{metric} network yet")
+def _not_implemented(metric: str, network: str) -> Skipped:
+    return Skipped(f"{metric} skipped: this version of synctalk does not compute {metric} (it has no {network} "
+                   "implementation yet); no value is reported")
 
 
-def lpips_metric() -> Callable[[ImageLike, ImageLike], float] | Skipped:
-    """LPIPS (AlexNet) factory: a ``metric(pred, gt) -> float`` when its weights are available, else
-    :class:`Skipped` naming ``lpips_alex.pth`` and the cache folder (``synctalk.assets.cache_dir()``).
-
-    The network itself is not implemented yet, so this currently always returns :class:`Skipped`.
-    """
-    return _weights_or_skip("LPIPS", LPIPS_WEIGHTS, "LPIPS v0.1 AlexNet weights")
+def lpips_metric() -> Skipped:
+    """LPIPS is not computed yet (no AlexNet/LPIPS implementation here): always :class:`Skipped` with that reason,
+    so reports list it as skipped instead of showing a value."""
+    return _not_implemented("LPIPS", "AlexNet/LPIPS network")
 
 
-def fid_metric() -> Callable[[Iterable[ImageLike], Iterable[ImageLike]], float] | Skipped:
-    """FID factory: a ``metric(pred_frames, gt_frames) -> float`` when the Inception weights are available, else
-    :class:`Skipped` naming ``pt_inception-2015-12-05.pth`` and the cache folder.
-
-    The network itself is not implemented yet, so this currently always returns :class:`Skipped`.
-    """
-    return _weights_or_skip("FID", FID_WEIGHTS, "the pytorch-fid port of the TF Inception v3, 2015-12-05")
+def fid_metric() -> Skipped:
+    """FID is not computed yet (no Inception v3 implementation here): always :class:`Skipped` with that reason."""
+    return _not_implemented("FID", "Inception v3 network")

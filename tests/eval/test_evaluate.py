@@ -26,8 +26,9 @@ def test_evaluate_writes_metrics_with_reasons_for_what_it_skips(trained_workspac
     preds, _ = render_split(avatar, frames)
     expected = np.mean([M.psnr(p, avatar.ds.image(f)) for p, f in zip(preds, frames, strict=True)])
     assert saved["rows"]["render"]["psnr"] == pytest.approx(expected)
-    # no sync judge, no LPIPS/FID weights, no face on 32 px noise: each listed with its reason, no value
-    for name, words in (("lse", "sync.pt"), ("lpips", "lpips_alex.pth"), ("fid", "inception"), ("lmd", "no face")):
+    # no sync judge, LPIPS/FID not computed, no face on 32 px noise: each listed with its reason, no value
+    for name, words in (("lse", "sync.pt"), ("lpips", "does not compute"), ("fid", "does not compute"),
+                        ("lmd", "no face")):
         assert words in saved["skipped"][name]
     assert "lpips" not in saved["rows"]["render"] and "lse_d" not in saved["rows"]["render"]
     assert saved["provenance"]["dataset_hash"] and saved["provenance"]["hardware"]["cpu_count"] >= 1

@@ -227,13 +227,8 @@ def test_blendshape_error_with_the_contract_names():
 
 
 # ------------------------------------------------------------------------------------------ learned metrics
-@pytest.mark.parametrize(("factory", "filename"), [(lpips_metric, "lpips_alex.pth"),
-                                                   (fid_metric, "pt_inception-2015-12-05.pth")])
-def test_learned_metrics_say_which_file_to_put_where(factory, filename, tmp_path, monkeypatch):
-    monkeypatch.setenv("SYNCTALK_MODELS", str(tmp_path))
+@pytest.mark.parametrize(("factory", "name"), [(lpips_metric, "LPIPS"), (fid_metric, "FID")])
+def test_learned_metrics_are_reported_as_skipped_with_the_reason(factory, name):
     result = factory()
     assert isinstance(result, Skipped)
-    assert filename in result.reason and str(tmp_path / filename) in result.reason
-    (tmp_path / filename).write_bytes(b"weights")
-    result = factory()  # found, but the network is not implemented: still skipped, with a different reason
-    assert isinstance(result, Skipped) and "not implement" in result.reason and str(tmp_path) in result.reason
+    assert result.reason.startswith(f"{name} skipped") and "does not compute" in result.reason
