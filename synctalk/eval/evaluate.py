@@ -4,8 +4,9 @@ Self-driven (default): every frame of a held-out split is rendered from its own 
 compared with the real frame (with ``portrait``: pasted back and compared with the original full-resolution
 frame). Rows of the table:
 
-- ``render``: PSNR, SSIM, MS-SSIM, LPIPS (not computed yet: listed as skipped), LMD (mouth landmarks, mean-centred, pixels at the
-  evaluation resolution), blendshape error of the upper and lower face (our stand-in for AUE), FID (likewise), LSE-D / LSE-C / offset from the sync judge;
+- ``render``: PSNR, SSIM, MS-SSIM, LMD (mouth landmarks, mean-centred, pixels at the evaluation resolution),
+  blendshape error of the upper and lower face (our stand-in for AUE), LSE-D / LSE-C / offset from the sync judge;
+  LPIPS and FID are not computed yet and are listed as skipped;
 - ``ground truth``: the real frames scored the same way (LSE-D / LSE-C / offset), so every table has its GT row.
 
 With ``audio``: the avatar renders that speech (`synctalk render`) and the lip-sync metrics are computed on it;
