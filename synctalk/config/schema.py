@@ -106,6 +106,10 @@ class TrainConfig:
                                 "torso).")
     box_fraction: float = knob(0.25, "Fraction of random rays drawn in the head's bounding box grown by a quarter "
                                "per side (trains away haze around the head).")
+    mouth_fraction: float = knob(0.0, "Head stage: fraction of random rays drawn around the mouth (the lip "
+                                 "landmarks' box grown by half per side), where the audio has to show.")
+    frames_per_batch: int = knob(1, "Frames whose rays share one head or torso step (an equal share each); more "
+                                 "frames show the audio and expression inputs more conditionings per step.")
     lr_grid: float = knob(1e-2, "AdamW learning rate of the hash grids.")
     lr_mlp: float = knob(1e-3, "AdamW learning rate of the networks.")
     lr_final: float = knob(0.1, "Learning rates decay exponentially to this fraction by the end of a stage.")

@@ -1,11 +1,13 @@
 """`synctalk train SUBJECT -w WORKSPACE`: head → lips → torso, each stage resumable.
 
 Stages:
-- **head**: random rays of one training frame per step (`train.head_fraction` inside the head), rendered over the
-  frame's torso plate; L1 (uncertainty-weighted after `train.uncertainty_start` of the stage) + opacity entropy +
-  the facial-aware masked-attention losses.
-- **lips**: P x P patches around the mouth; L1 + `lips_ssim_weight`·(1 - SSIM) + `lips_gradient_weight`·gradient
-  loss (the documented fallback for a perceptual loss).
+- **head**: random rays of `train.frames_per_batch` training frames per step (`train.head_fraction` inside the
+  head, `train.mouth_fraction` around the mouth), rendered over each frame's torso plate; L1
+  (uncertainty-weighted after `train.uncertainty_start` of the stage) + opacity entropy + the facial-aware
+  masked-attention losses.
+- **lips**: P x P patches around the mouth, one per frame (`train.frames_per_batch` frames); L1 +
+  `lips_ssim_weight`·(1 - SSIM) + `lips_gradient_weight`·gradient loss (the documented fallback for a perceptual
+  loss).
 - **torso**: the head frozen; the torso model renders behind it, over the background plate; L1 + silhouette.
 - **portrait**: the Portrait-Sync Generator's restorer (synctalk.train.portrait), when the original video is
   available.
@@ -268,7 +270,9 @@ class Trainer:
         sampler = RaySampler(self.ds, self.data.train, self.tcfg.rays, seed=self.cfg.seed,
                              head_fraction=self.tcfg.head_fraction, behind="background" if stage == "torso"
                              else "torso", patch=self.tcfg.patch if stage == "lips" else 0,
-                             focus="torso" if stage == "torso" else "head", box_fraction=self.tcfg.box_fraction)
+                             focus="torso" if stage == "torso" else "head", box_fraction=self.tcfg.box_fraction,
+                             mouth_fraction=self.tcfg.mouth_fraction if stage == "head" else 0.0,
+                             frames_per_batch=self.tcfg.frames_per_batch)
         step, elapsed = 0, 0.0
         resume = manager.load_latest()
         if resume is not None:
@@ -349,11 +353,16 @@ class Trainer:
         from synctalk.render.rays import generate_rays
 
         pixels = torch.as_tensor(batch.pixels, device=self.device)
-        return generate_rays(self.data.poses[batch.frame], self.data.K, pixels)
+        return generate_rays(self.data.poses[self._frames(batch)], self.data.K, pixels)
 
-    def _head_outputs(self, frame: int, rays_o, rays_d, behind, early_stop_eps: float = 0.0):
-        audio_code = self.head.encode_audio(self.data.features, frame)
-        return self.head.render(rays_o, rays_d, audio_code, self.data.expressions[frame], frame_indices=frame,
+    def _frames(self, batch: RayBatch) -> torch.Tensor:
+        return torch.as_tensor(batch.frames, device=self.device)
+
+    def _head_outputs(self, frames: torch.Tensor, rays_o, rays_d, behind, early_stop_eps: float = 0.0):
+        """Head render of rays whose frames are `frames` [R] (one audio code per distinct frame)."""
+        unique, ray_rows = torch.unique(frames, return_inverse=True)
+        audio_codes = self.head.encode_audio(self.data.features, unique)[ray_rows]
+        return self.head.render(rays_o, rays_d, audio_codes, self.data.expressions[frames], frame_indices=frames,
                                 background=behind, early_stop_eps=early_stop_eps)
 
     def _losses(self, stage: str, batch: RayBatch, step: int) -> dict[str, torch.Tensor]:
@@ -363,12 +372,13 @@ class Trainer:
         target = torch.as_tensor(batch.target, device=self.device)
         behind = torch.as_tensor(batch.behind, device=self.device)
         rays_o, rays_d = self._rays(batch)
+        frames = self._frames(batch)
         if stage == "torso":
             with torch.no_grad():
-                head = self._head_outputs(batch.frame, rays_o, rays_d, None)
+                head = self._head_outputs(frames, rays_o, rays_d, None)
             pixels = normalize_pixels(torch.as_tensor(batch.pixels, device=self.device).float(), self.ds.width,
                                       self.ds.height)
-            torso = self.torso.render(pixels, self.data.pose_vectors[batch.frame], frame_indices=batch.frame)
+            torso = self.torso.render(pixels, self.data.pose_vectors[frames], frame_indices=frames)
             rgb = composite_layers(head["rgb"], head["opacity"], torso["rgb"], torso["alpha"], behind)
             losses = {"l1": (rgb - target).abs().mean()}
             if self.tcfg.torso_mask_weight > 0:
@@ -376,7 +386,7 @@ class Trainer:
                 losses["mask"] = self.tcfg.torso_mask_weight * mask_loss(
                     torso["alpha"], torch.as_tensor(batch.torso, device=self.device), outside_head)
             return losses
-        out = self._head_outputs(batch.frame, rays_o, rays_d, behind)
+        out = self._head_outputs(frames, rays_o, rays_d, behind)
         lower = torch.as_tensor(batch.lower_face, device=self.device)
         # the lips stage keeps plain L1 (its patch losses carry the detail)
         start = (int(self.tcfg.uncertainty_start * self.tcfg.head_steps)
@@ -388,8 +398,8 @@ class Trainer:
                                       head_mask=torch.as_tensor(batch.head, device=self.device))
         if stage == "lips":
             p = batch.patch
-            pred = out["rgb"].T.reshape(1, 3, p, p)
-            gt = target.T.reshape(1, 3, p, p)
+            pred = out["rgb"].reshape(-1, p, p, 3).permute(0, 3, 1, 2)
+            gt = target.reshape(-1, p, p, 3).permute(0, 3, 1, 2)
             losses["lips"] = lip_patch_loss(pred, gt, self.tcfg.lips_ssim_weight, self.tcfg.lips_gradient_weight)
         return losses
 

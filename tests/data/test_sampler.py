@@ -48,6 +48,9 @@ def test_patches_and_resume(make_subject):
     np.testing.assert_array_equal(again.pixels, batch.pixels)
     with pytest.raises(ValueError, match="at least one frame"):
         RaySampler(ds, [], n_rays=10)
+    two = RaySampler(ds, [0, 1, 2, 3], n_rays=0, seed=5, patch=8, frames_per_batch=2).sample()
+    assert two.pixels.shape == (128, 2) and len(set(two.frames[:64])) == len(set(two.frames[64:])) == 1
+    assert two.frames[0] != two.frames[64]
 
 
 def test_box_rays_land_in_the_grown_head_box(make_subject):
@@ -65,3 +68,42 @@ def test_box_rays_land_in_the_grown_head_box(make_subject):
     assert ys[box].min() < 10 and ys[box].max() >= 20   # beyond the head itself
     with pytest.raises(ValueError, match="box_fraction"):
         RaySampler(ds, [0], n_rays=8, head_fraction=0.8, box_fraction=0.5)
+
+
+def test_rays_of_several_frames_read_each_frames_pixels(make_subject):
+    from synctalk.data.contract import TRAIN_STEPS
+
+    ds = SubjectDataset(make_subject(n_frames=6, size=(24, 32)), require=TRAIN_STEPS)
+    sampler = RaySampler(ds, [0, 2, 3, 5], n_rays=101, seed=1, frames_per_batch=3, mouth_fraction=0.2)
+    batch = sampler.sample()
+    frames, counts = np.unique(batch.frames, return_counts=True)
+    assert len(frames) == 3 and set(frames) <= {0, 2, 3, 5} and sorted(counts) == [33, 34, 34]
+    for frame in frames:
+        rows = batch.frames == frame
+        xs, ys = batch.pixels[rows, 0], batch.pixels[rows, 1]
+        np.testing.assert_allclose(batch.target[rows], ds.gt(frame)[ys, xs] / 255.0)
+        np.testing.assert_allclose(batch.behind[rows], ds.torso(frame)[ys, xs] / 255.0)
+    with pytest.raises(ValueError, match="3 frames"):
+        _ = batch.frame
+    # more frames than the split has: every frame once
+    assert len(np.unique(RaySampler(ds, [1, 4], n_rays=10, frames_per_batch=8).sample().frames)) == 2
+    with pytest.raises(ValueError, match="frames_per_batch"):
+        RaySampler(ds, [0], n_rays=8, frames_per_batch=0)
+
+
+def test_mouth_rays_land_around_the_lips(make_subject):
+    from synctalk.data.contract import TRAIN_STEPS
+    from synctalk.data.sampler import LIP_LANDMARKS
+
+    ds = SubjectDataset(make_subject(n_frames=4, size=(60, 60)), require=TRAIN_STEPS)
+    landmarks = np.full((478, 3), 5.0)
+    landmarks[list(LIP_LANDMARKS), :2] = [[30, 38], [30, 46], [24, 42], [36, 42]]  # a 13 x 9 mouth box
+    labels = np.zeros((60, 60), np.uint8)
+    sampler = RaySampler(ds, [0], n_rays=400, head_fraction=0.0, mouth_fraction=0.5)
+    xs, ys = sampler._random_pixels(labels, landmarks=landmarks)
+    mouth = slice(0, 200)
+    # the box 24..37 x 38..47 grown by half per side: columns [17.5, 43.5), rows [33.5, 51.5)
+    assert xs[mouth].min() >= 17 and xs[mouth].max() <= 43 and ys[mouth].min() >= 33 and ys[mouth].max() <= 51
+    assert xs[mouth].min() < 24 and ys[mouth].max() > 47   # beyond the lips themselves
+    with pytest.raises(ValueError, match="mouth_fraction"):
+        RaySampler(ds, [0], n_rays=8, head_fraction=0.6, mouth_fraction=0.5)

@@ -26,7 +26,8 @@ def subject(make_subject):
 def test_all_stages_run_and_leave_checkpoints(subject, tmp_path):
     from synctalk.train.trainer import train
 
-    report = train(subject, tmp_path / "ws", tiny_config(), progress=False)
+    # two frames per step: per-ray frames through every stage, two lip patches per lips step
+    report = train(subject, tmp_path / "ws", tiny_config(frames_per_batch=2), progress=False)
     assert [report.stages[s]["status"] for s in ("head", "lips", "torso")] == ["done"] * 3
     log = json.loads((tmp_path / "ws" / "train_log.json").read_text())
     assert log["stages"]["head"]["step"] == 4 and log["feature_shape"] == [16, 8]
@@ -38,7 +39,7 @@ def test_all_stages_run_and_leave_checkpoints(subject, tmp_path):
 
     sheet = read_image(tmp_path / "ws" / "val" / "torso_0000002.png")
     assert sheet.shape == (16, 16 * 6, 3)  # gt | render | error | audio att. | expression att. | opacity
-    again = train(subject, tmp_path / "ws", tiny_config(), progress=False)  # finished stages are skipped
+    again = train(subject, tmp_path / "ws", tiny_config(frames_per_batch=2), progress=False)  # finished stages are skipped
     assert again.stages["head"]["seconds"] == report.stages["head"]["seconds"]
 
 
@@ -46,7 +47,7 @@ def test_interrupted_head_stage_resumes_exactly(subject, tmp_path, monkeypatch):
     from synctalk.data.sampler import RaySampler
     from synctalk.train.trainer import train
 
-    cfg = tiny_config(lips_steps=0, torso_steps=0, checkpoint_every=1)
+    cfg = tiny_config(lips_steps=0, torso_steps=0, checkpoint_every=1, frames_per_batch=3, mouth_fraction=0.2)
     train(subject, tmp_path / "straight", cfg, progress=False, stages=("head",))
     calls = {"n": 0}
     original = RaySampler.sample
