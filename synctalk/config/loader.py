@@ -219,6 +219,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise fail("an integer")
         return int(value)
     if hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-2 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                raise fail("a number") from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise fail("a number")
         return float(value)

@@ -27,6 +27,8 @@ def test_overrides_parse_yaml_values_and_win_over_file():
     cfg = load_config(SyncTalkConfig, "demo", ["preprocess.fps=30", "seed=7", "device=cuda"])
     assert cfg.preprocess.fps == 30.0 and isinstance(cfg.preprocess.fps, float)
     assert cfg.seed == 7 and cfg.device == "cuda"
+    # YAML 1.1 reads 1e-2 (no dot) as a string; a float knob still takes it
+    assert load_config(SyncTalkConfig, None, ["train.lr_mlp=1e-2"]).train.lr_mlp == 0.01
     assert parse_overrides(["a.b=[1, 2]", "c=true", "d=", "e=x=y"]) == {"a.b": [1, 2], "c": True, "d": "",
                                                                           "e": "x=y"}
 
