@@ -130,6 +130,11 @@ class TrainConfig:
                                                "or the raw per-frame fits (poses_raw.npy), for ablations.")
     attention_weight: float = knob(1e-4, "Weight of the facial-aware masked-attention losses (audio attention "
                                    "outside the lower face, expression attention inside it; 0: off).")
+    mouth_weight: float = knob(0.0, "Weight of the mouth loss: a linear head on the audio code predicts the "
+                               "frame's 27 jaw/mouth blendshapes (standardised), so the code carries the mouth's "
+                               "state (0: off, no head).")
+    mouth_warmup_steps: int = knob(0, "Steps fitting the audio net to the mouth blendshapes alone before the head "
+                                   "stage (full batch of training frames; needs mouth_weight > 0).")
     uncertainty_start: float = knob(1.0, "Fraction of the head stage after which the photometric loss is "
                                     "uncertainty-weighted (plain L1 before; 1.0: never, the default until a run "
                                     "shows that a late switch helps).")

@@ -36,14 +36,17 @@ from synctalk.models.audio_net import AudioNet, feature_windows
 from synctalk.models.losses import HeadLossWeights, head_losses
 from synctalk.render import OccupancyGrid, render_rays
 
-__all__ = ["DEFAULT_EXPRESSION_NAMES", "HeadField", "HeadFieldConfig", "HeadModel", "HeadModelConfig",
-           "expression_from_blendshapes", "trunc_exp"]
+__all__ = ["DEFAULT_EXPRESSION_NAMES", "MOUTH_BLENDSHAPE_NAMES", "HeadField", "HeadFieldConfig", "HeadModel",
+           "HeadModelConfig", "expression_from_blendshapes", "trunc_exp"]
 
 DEFAULT_EXPRESSION_NAMES: tuple[str, ...] = (
     "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "eyeBlinkLeft",
     "eyeBlinkRight",
 )
 DENSITY_ACTIVATIONS = ("trunc_exp", "softplus")
+MOUTH_BLENDSHAPE_NAMES: tuple[str, ...] = tuple(name for name in BLENDSHAPE_NAMES
+                                                if name.startswith(("jaw", "mouth")))
+"""The 27 jaw and mouth ARKit blendshapes: what the audio code is taught to predict (``HeadModel.predict_mouth``)."""
 
 
 def expression_from_blendshapes(blendshapes: Tensor, names: tuple[str, ...] | list[str] = DEFAULT_EXPRESSION_NAMES
@@ -277,6 +280,9 @@ class HeadModelConfig:
     """Most samples per ray."""
     render_backend: str = "auto"
     """Marching / compositing backend (synctalk.render)."""
+    mouth_names: tuple[str, ...] = ()
+    """Blendshapes a linear head predicts from the audio code (e.g. MOUTH_BLENDSHAPE_NAMES); () = no such head.
+    Training it makes the code carry the mouth's state from the first step, so the field has a signal to follow."""
 
 
 _CHANNELS = ("uncertainty", "audio_attention", "expression_attention")
@@ -315,6 +321,13 @@ class HeadModel(nn.Module):
         self.appearance = nn.Embedding(n_frames, field_config.appearance_dim)
         # zero codes: every frame starts with the same appearance, and an unseen frame (code 0) matches that start
         nn.init.zeros_(self.appearance.weight)
+        self.mouth_head = nn.Linear(field_config.audio_dim, len(config.mouth_names)) if config.mouth_names else None
+
+    def predict_mouth(self, audio_codes: Tensor) -> Tensor:
+        """Mouth blendshapes (``config.mouth_names``, in the units they were trained in) from codes [B, A] → [B, M]."""
+        if self.mouth_head is None:
+            raise ValueError("this head has no mouth head (HeadModelConfig.mouth_names is empty)")
+        return self.mouth_head(audio_codes)
 
     def encode_audio(self, features: Tensor, frame_indices: Tensor | int) -> Tensor:
         """Audio codes of frames: features [N, *shape] (the whole clip), frame_indices int or [B] → [32] or [B, 32]."""

@@ -57,6 +57,7 @@ class SubjectTensors:
 
     features: torch.Tensor      # [N, ...] audio features
     expressions: torch.Tensor   # [N, E]
+    mouth: torch.Tensor         # [N, 27] jaw/mouth blendshapes standardised over the training frames
     poses: torch.Tensor         # [N, 4, 4] c2w
     pose_vectors: torch.Tensor  # [N, 6]
     K: torch.Tensor             # [3, 3]
@@ -85,14 +86,15 @@ def expression_names(spec: str) -> tuple[str, ...]:
 
 def build_models(cfg: TrainConfig, feature_shape: tuple[int, ...], n_frames: int, device):
     """The head and torso models for a config (also used by render to rebuild them from a checkpoint)."""
-    from synctalk.models.head import HeadFieldConfig, HeadModel, HeadModelConfig
+    from synctalk.models.head import MOUTH_BLENDSHAPE_NAMES, HeadFieldConfig, HeadModel, HeadModelConfig
     from synctalk.models.torso import TorsoConfig, TorsoModel
 
     names = expression_names(cfg.expression)
     field_cfg = HeadFieldConfig(num_levels=cfg.field_levels, base_resolution=cfg.field_base,
                                 finest_resolution=cfg.field_finest, density_hidden=cfg.hidden,
                                 color_hidden=cfg.hidden, expression_names=names, expression_dim=len(names))
-    head = HeadModel(HeadModelConfig(field=field_cfg, grid_resolution=cfg.grid_resolution, max_steps=cfg.max_steps),
+    head = HeadModel(HeadModelConfig(field=field_cfg, grid_resolution=cfg.grid_resolution, max_steps=cfg.max_steps,
+                                     mouth_names=MOUTH_BLENDSHAPE_NAMES if cfg.mouth_weight > 0 else ()),
                      audio_feature_shape=feature_shape, n_frames=n_frames).to(device)
     torso = TorsoModel(TorsoConfig(), n_frames=n_frames).to(device)
     return head, torso
@@ -126,16 +128,19 @@ def workspace_features(ds: SubjectDataset, cfg: SyncTalkConfig, workspace: Path,
 
 def load_subject(ds: SubjectDataset, device, expression_names, poses: str = "stabilised",
                  features: np.ndarray | None = None) -> SubjectTensors:
-    from synctalk.models.head import expression_from_blendshapes
+    from synctalk.models.head import MOUTH_BLENDSHAPE_NAMES, expression_from_blendshapes
     from synctalk.models.torso import pose_vector
 
     c2w = torch.as_tensor(np.array(ds.poses if poses == "stabilised" else ds.poses_raw), dtype=torch.float32,
                           device=device)
     blend = torch.as_tensor(np.array(ds.blendshapes), dtype=torch.float32, device=device)
     features = np.asarray(ds.audio_features) if features is None else features
+    mouth = expression_from_blendshapes(blend, MOUTH_BLENDSHAPE_NAMES)
+    train_mouth = mouth[ds.split("train")]
     return SubjectTensors(
         features=torch.as_tensor(np.array(features), dtype=torch.float32, device=device),
         expressions=expression_from_blendshapes(blend, expression_names),
+        mouth=(mouth - train_mouth.mean(0)) / train_mouth.std(0).clamp_min(1e-3),
         poses=c2w, pose_vectors=pose_vector(c2w), K=torch.as_tensor(ds.intrinsics, dtype=torch.float32,
                                                                     device=device),
         train=ds.split("train"), val=ds.split("val") or ds.split("train")[-1:])
@@ -284,6 +289,9 @@ class Trainer:
             restore_rng(resume["rng"])
             step, elapsed = resume["step"], resume["elapsed_s"]
             log.info("%s stage: resuming at step %d", stage, step)
+        elif stage == "head":
+            elapsed = self._warm_up_audio()
+            ema = EMA(module, self.tcfg.ema_decay)
 
         def save(metric: float | None = None) -> None:
             manager.save(step, {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
@@ -359,11 +367,35 @@ class Trainer:
         return torch.as_tensor(batch.frames, device=self.device)
 
     def _head_outputs(self, frames: torch.Tensor, rays_o, rays_d, behind, early_stop_eps: float = 0.0):
-        """Head render of rays whose frames are `frames` [R] (one audio code per distinct frame)."""
+        """Head render of rays whose frames are `frames` [R] (one audio code per distinct frame), with the
+        distinct frames and their codes added as ``frames`` [F] and ``audio_codes`` [F, A]."""
         unique, ray_rows = torch.unique(frames, return_inverse=True)
-        audio_codes = self.head.encode_audio(self.data.features, unique)[ray_rows]
-        return self.head.render(rays_o, rays_d, audio_codes, self.data.expressions[frames], frame_indices=frames,
-                                background=behind, early_stop_eps=early_stop_eps)
+        codes = self.head.encode_audio(self.data.features, unique)
+        out = self.head.render(rays_o, rays_d, codes[ray_rows], self.data.expressions[frames], frame_indices=frames,
+                               background=behind, early_stop_eps=early_stop_eps)
+        return {**out, "frames": unique, "audio_codes": codes}
+
+    def _mouth_loss(self, frames: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Mean squared error of the mouth blendshapes predicted from the audio codes of `frames` (standardised)."""
+        return torch.mean((self.head.predict_mouth(codes) - self.data.mouth[frames]) ** 2)
+
+    def _warm_up_audio(self) -> float:
+        """Fit the audio net and mouth head to the training frames' mouth blendshapes (full batch, Adam), so the
+        head stage starts with audio codes that already carry the mouth's state. Returns the seconds it took."""
+        steps = self.tcfg.mouth_warmup_steps if self.head.mouth_head is not None else 0
+        if steps <= 0:
+            return 0.0
+        t0 = time.perf_counter()
+        frames = torch.as_tensor(self.data.train, device=self.device)
+        params = list(self.head.audio_net.parameters()) + list(self.head.mouth_head.parameters())
+        optimizer = torch.optim.Adam(params, lr=self.tcfg.lr_mlp)
+        for _ in range(steps):
+            loss = self._mouth_loss(frames, self.head.encode_audio(self.data.features, frames))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        log.info("audio warm-up: mouth blendshape MSE %.3f (standardised) after %d steps", loss.item(), steps)
+        return time.perf_counter() - t0
 
     def _losses(self, stage: str, batch: RayBatch, step: int) -> dict[str, torch.Tensor]:
         from synctalk.models.losses import HeadLossWeights, lip_patch_loss, mask_loss
@@ -396,6 +428,8 @@ class Trainer:
                                   expression_attention=self.tcfg.attention_weight)
         losses = self.head.get_losses(out, target, lower_face=lower, step=step, weights=weights,
                                       head_mask=torch.as_tensor(batch.head, device=self.device))
+        if self.head.mouth_head is not None:
+            losses["mouth"] = self.tcfg.mouth_weight * self._mouth_loss(out["frames"], out["audio_codes"])
         if stage == "lips":
             p = batch.patch
             pred = out["rgb"].reshape(-1, p, p, 3).permute(0, 3, 1, 2)

@@ -39,7 +39,8 @@ def test_all_stages_run_and_leave_checkpoints(subject, tmp_path):
 
     sheet = read_image(tmp_path / "ws" / "val" / "torso_0000002.png")
     assert sheet.shape == (16, 16 * 6, 3)  # gt | render | error | audio att. | expression att. | opacity
-    again = train(subject, tmp_path / "ws", tiny_config(frames_per_batch=2), progress=False)  # finished stages are skipped
+    # finished stages are skipped
+    again = train(subject, tmp_path / "ws", tiny_config(frames_per_batch=2), progress=False)
     assert again.stages["head"]["seconds"] == report.stages["head"]["seconds"]
 
 
@@ -126,3 +127,28 @@ def test_redo_starts_a_stage_over(subject, tmp_path):
     assert again.stages["torso"]["step"] == 3 and again.stages["head"]["step"] == 4
     assert sorted(p.name for p in (tmp_path / "ws" / "checkpoints" / "torso").glob("ckpt_*.pt"))[-1] == \
         "ckpt_0000003.pt"
+
+
+def test_mouth_head_learns_the_mouth_blendshapes_from_audio(subject, tmp_path):
+    from synctalk.models.head import MOUTH_BLENDSHAPE_NAMES
+    from synctalk.train.trainer import Trainer
+
+    trainer = Trainer(subject, tmp_path / "ws", tiny_config(mouth_weight=0.1, mouth_warmup_steps=100), progress=False)
+    frames = torch.as_tensor(trainer.data.train)
+    assert trainer.data.mouth.shape == (12, len(MOUTH_BLENDSHAPE_NAMES))
+
+    def mouth_loss() -> float:
+        with torch.no_grad():
+            return trainer._mouth_loss(frames, trainer.head.encode_audio(trainer.data.features, frames)).item()
+
+    before = mouth_loss()
+    assert trainer._warm_up_audio() > 0
+    assert mouth_loss() < 0.5 * before
+    from synctalk.data.sampler import RaySampler
+
+    batch = RaySampler(trainer.ds, trainer.data.train, 32, frames_per_batch=2).sample()
+    losses = trainer._losses("head", batch, 0)
+    assert "mouth" in losses and torch.isfinite(losses["mouth"])
+    # off by default: no head, no loss
+    plain = Trainer(subject, tmp_path / "plain", tiny_config(), progress=False)
+    assert plain.head.mouth_head is None and "mouth" not in plain._losses("head", batch, 0)
