@@ -135,6 +135,11 @@ class TrainConfig:
                                "state (0: off, no head).")
     mouth_warmup_steps: int = knob(0, "Steps fitting the audio net to the mouth blendshapes alone before the head "
                                    "stage (full batch of training frames; needs mouth_weight > 0).")
+    audio_grad: Literal["all", "mouth"] = knob("all", "What trains the audio net: all losses, or the mouth loss "
+                                               "alone (needs mouth_weight > 0), so the field cannot turn audio codes "
+                                               "into per-frame identifiers that do not carry over to new audio.")
+    audio_noise: float = knob(0.0, "Gaussian noise added to the audio codes the head field sees in training, as a "
+                              "fraction of the codes' RMS (keeps the field smooth in the code).")
     uncertainty_start: float = knob(1.0, "Fraction of the head stage after which the photometric loss is "
                                     "uncertainty-weighted (plain L1 before; 1.0: never, the default until a run "
                                     "shows that a late switch helps).")

@@ -371,7 +371,10 @@ class Trainer:
         distinct frames and their codes added as ``frames`` [F] and ``audio_codes`` [F, A]."""
         unique, ray_rows = torch.unique(frames, return_inverse=True)
         codes = self.head.encode_audio(self.data.features, unique)
-        out = self.head.render(rays_o, rays_d, codes[ray_rows], self.data.expressions[frames], frame_indices=frames,
+        seen = codes.detach() if self.tcfg.audio_grad == "mouth" and self.head.mouth_head is not None else codes
+        if self.tcfg.audio_noise > 0 and torch.is_grad_enabled():
+            seen = seen + self.tcfg.audio_noise * seen.detach().pow(2).mean().sqrt() * torch.randn_like(seen)
+        out = self.head.render(rays_o, rays_d, seen[ray_rows], self.data.expressions[frames], frame_indices=frames,
                                background=behind, early_stop_eps=early_stop_eps)
         return {**out, "frames": unique, "audio_codes": codes}
 

@@ -152,3 +152,16 @@ def test_mouth_head_learns_the_mouth_blendshapes_from_audio(subject, tmp_path):
     # off by default: no head, no loss
     plain = Trainer(subject, tmp_path / "plain", tiny_config(), progress=False)
     assert plain.head.mouth_head is None and "mouth" not in plain._losses("head", batch, 0)
+
+
+def test_audio_grad_mouth_keeps_the_photometric_loss_off_the_audio_net(subject, tmp_path):
+    from synctalk.data.sampler import RaySampler
+    from synctalk.train.trainer import Trainer
+
+    for audio_grad, reaches in (("all", True), ("mouth", False)):
+        trainer = Trainer(subject, tmp_path / audio_grad, tiny_config(mouth_weight=0.1, audio_grad=audio_grad,
+                                                                      audio_noise=0.5), progress=False)
+        batch = RaySampler(trainer.ds, trainer.data.train, 32, frames_per_batch=2).sample()
+        trainer._losses("head", batch, 0)["photometric"].backward()
+        grads = [p.grad.abs().sum() for p in trainer.head.audio_net.parameters() if p.grad is not None]
+        assert (sum(grads) > 0) == reaches, audio_grad
