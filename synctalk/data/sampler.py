@@ -8,8 +8,7 @@ flags from the parsing map and landmarks. Two layouts:
   focus region (the head, parsing HEAD_LABELS, or with `focus="torso"` the neck and torso), `box_fraction` in its
   bounding box grown by a quarter per side (the halo around the head, where a field leaves haze), `mouth_fraction`
   in the mouth's bounding box grown by half per side (lips, teeth and the chin that moves with them), the rest
-  anywhere. Several frames per step show the audio and expression inputs many more conditionings per step, which
-  is what the mouth needs to learn to follow the audio;
+  anywhere. Several frames per step show the audio and expression inputs more conditionings per step;
 - square patches (`patch=P`), one per frame: P x P neighbouring pixels around the mouth (or a random head point),
   for patch losses (SSIM, LPIPS) in the lips stage.
 

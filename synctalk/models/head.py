@@ -282,7 +282,8 @@ class HeadModelConfig:
     """Marching / compositing backend (synctalk.render)."""
     mouth_names: tuple[str, ...] = ()
     """Blendshapes a linear head predicts from the audio code (e.g. MOUTH_BLENDSHAPE_NAMES); () = no such head.
-    Training it makes the code carry the mouth's state from the first step, so the field has a signal to follow."""
+    Training it makes the code carry the mouth's state (on CPU-length runs the field still did not follow it:
+    docs/benchmarks.md, "Does the head's mouth follow its audio?")."""
 
 
 _CHANNELS = ("uncertainty", "audio_attention", "expression_attention")
