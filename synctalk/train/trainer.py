@@ -197,6 +197,11 @@ class Trainer:
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.tcfg.tf32
         self.progress = progress
+        if self.tcfg.mouth_weight <= 0 and (self.tcfg.audio_grad == "mouth" or self.tcfg.mouth_warmup_steps > 0):
+            from synctalk.errors import ConfigError
+
+            raise ConfigError("train.audio_grad=mouth and train.mouth_warmup_steps need the mouth head: set "
+                              "train.mouth_weight > 0 (e.g. 0.05)")
         features, _ = workspace_features(self.ds, cfg, self.workspace, self.device)
         feature_shape = tuple(features.shape[1:])
         self.head, self.torso = build_models(self.tcfg, feature_shape, len(self.ds), self.device)

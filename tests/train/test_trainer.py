@@ -152,6 +152,10 @@ def test_mouth_head_learns_the_mouth_blendshapes_from_audio(subject, tmp_path):
     # off by default: no head, no loss
     plain = Trainer(subject, tmp_path / "plain", tiny_config(), progress=False)
     assert plain.head.mouth_head is None and "mouth" not in plain._losses("head", batch, 0)
+    from synctalk.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mouth_weight > 0"):
+        Trainer(subject, tmp_path / "bad", tiny_config(audio_grad="mouth"), progress=False)
 
 
 def test_audio_grad_mouth_keeps_the_photometric_loss_off_the_audio_net(subject, tmp_path):
