@@ -38,7 +38,6 @@ SSIM_C1, SSIM_C2 = 0.01 ** 2, 0.03 ** 2
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
-
 # ------------------------------------------------------------------------------------------ images
 def as_image(image: ImageLike) -> Tensor:
     """Convert an image to a float64 tensor [1, C, H, W] in [0, 1].

@@ -275,7 +275,6 @@ class Trainer:
         module = self._modules(stage)
         module.train()
         optimizer, scheduler = self._optimizer(stage)
-        ema = EMA(module, self.tcfg.ema_decay)
         manager = CheckpointManager(self.workspace / "checkpoints" / stage, self.tcfg.keep_last)
         sampler = RaySampler(self.ds, self.data.train, self.tcfg.rays, seed=self.cfg.seed,
                              head_fraction=self.tcfg.head_fraction, behind="background" if stage == "torso"
@@ -285,6 +284,9 @@ class Trainer:
                              frames_per_batch=self.tcfg.frames_per_batch)
         step, elapsed = 0, 0.0
         resume = manager.load_latest()
+        if resume is None and stage == "head":
+            elapsed = self._warm_up_audio()  # before the EMA copies the weights
+        ema = EMA(module, self.tcfg.ema_decay)
         if resume is not None:
             module.load_state_dict(resume["model"])
             optimizer.load_state_dict(resume["optimizer"])
@@ -294,9 +296,6 @@ class Trainer:
             restore_rng(resume["rng"])
             step, elapsed = resume["step"], resume["elapsed_s"]
             log.info("%s stage: resuming at step %d", stage, step)
-        elif stage == "head":
-            elapsed = self._warm_up_audio()
-            ema = EMA(module, self.tcfg.ema_decay)
 
         def save(metric: float | None = None) -> None:
             manager.save(step, {"model": module.state_dict(), "optimizer": optimizer.state_dict(),
