@@ -13,7 +13,8 @@ remembered for the rest of the process (not retried on every call), and callers 
 Build directory: `$SYNCTALK_BUILD_DIR`, else `$SYNCTALK_HOME/build`, else `~/.cache/synctalk/build`, with one
 sub-folder per op / kind / torch version / CUDA version / arch, so switching torch or GPU never loads a stale library.
 Each folder keeps `build.json` (the build parameters and source hashes); when it differs from the current ones the
-rebuild says what changed.
+rebuild says what changed. Builds of one folder are serialised by an OS file lock, which dies with its process; a
+`lock` file left by a killed build (torch waits on it forever) is removed under that lock.
 
 Prebuild from the command line (prints a table):
 
@@ -23,6 +24,7 @@ Prebuild from the command line (prints a table):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -141,6 +143,29 @@ def _error_summary(exc: BaseException, max_lines: int = 6) -> str:
     return lines[-1][:300] if text.strip() else repr(exc)
 
 
+@contextlib.contextmanager
+def _exclusive(folder: Path):
+    """Hold the folder's OS lock (one build at a time; released even if the process is killed) and clear a stale
+    torch `lock` file: torch's own lock is a plain file that a killed build leaves behind, and the next build of
+    the folder would wait on it forever."""
+    with open(folder / "synctalk.lock", "a") as handle:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no flock; a torch lock older than an hour is taken as stale
+            fcntl = None
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        stale = folder / "lock"
+        if stale.exists() and (fcntl is not None or time.time() - stale.stat().st_mtime > 3600):
+            log.warning("removing %s, left by a build that was killed", stale)
+            stale.unlink(missing_ok=True)
+        try:
+            yield
+        finally:
+            if fcntl is not None:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _why_unavailable(kind: str) -> str | None:
     """A reason this kind cannot be built here, or None."""
     import torch
@@ -216,7 +241,8 @@ def _load_uncached(op: str, kind: str) -> tuple[ModuleType | None, str]:
                       with_cuda=True)
     start = time.perf_counter()
     try:
-        module = cpp_extension.load(**kwargs)
+        with _exclusive(folder):
+            module = cpp_extension.load(**kwargs)
     except Exception as exc:  # compiler errors, missing ninja, linker errors: all mean "use the reference"
         summary = _error_summary(exc)
         warnings.warn(f"cuda_ext: building {op} ({kind}) failed, using the PyTorch reference instead. Fix the "

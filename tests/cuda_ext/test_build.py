@@ -105,6 +105,23 @@ def test_failed_build_warns_once_and_is_remembered(monkeypatch, tmp_path):
         assert build.load("broken", "cpu") == (None, reason)
 
 
+def test_lock_left_by_a_killed_build_is_cleared(tmp_path):
+    """torch's JIT waits forever on a `lock` file left by a killed build: load() must remove it and go on."""
+    if shutil.which(os.environ.get("CXX", "c++")) is None:
+        pytest.skip("no C++ compiler")
+    root = tmp_path / "ops"
+    (root / "broken").mkdir(parents=True)
+    (root / "broken" / "broken_cpu.cpp").write_text("int main( { this is not C++ }\n")
+    code = (f"from pathlib import Path; from cuda_ext import build; build.ROOT = Path({str(root)!r}); "
+            "folder = build.build_dir('broken', 'cpu'); folder.mkdir(parents=True); (folder / 'lock').touch(); "
+            "print(build.load('broken', 'cpu')[1]); print((folder / 'lock').exists())")
+    result = run_python(code, SYNCTALK_BUILD_DIR=str(tmp_path / "build"))  # times out (fails) if it waits
+    assert result.returncode == 0, result.stderr
+    status, lock_left = result.stdout.split("\n")[:2]
+    assert status.startswith("build failed") and lock_left == "False"
+    assert "left by a build that was killed" in result.stderr
+
+
 def test_missing_compiler_warns_once(monkeypatch):
     monkeypatch.setattr(build, "_RESULTS", {})
     monkeypatch.setenv("CXX", "/nonexistent/c++")
