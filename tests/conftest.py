@@ -138,6 +138,7 @@ def tiny_train_config(**overrides):
     from synctalk.config import SyncTalkConfig, TrainConfig
 
     train = dict(head_steps=4, lips_steps=2, torso_steps=2, portrait_steps=2, portrait_frames=2, portrait_patch=16,
+                 mouth_generator_steps=2, mouth_generator_width=8, mouth_generator_size=16,
                  rays=64, patch=8, eval_size=16, eval_frames=1, grid_resolution=16, field_levels=2, field_base=8,
                  field_finest=32, hidden=16, max_steps=32, eval_every=2, checkpoint_every=2, log_every=1,
                  keep_last=2)

@@ -17,7 +17,7 @@ def register(subparsers) -> None:
                     "cpu, demo.")
     parser.add_argument("subject", type=Path, help="subject directory from `synctalk preprocess`")
     parser.add_argument("-w", "--workspace", type=Path, required=True, help="folder for checkpoints and logs")
-    stages = ("head", "lips", "torso", "portrait")
+    stages = ("head", "lips", "torso", "mouth", "portrait")
     parser.add_argument("--stages", nargs="+", choices=stages, default=list(stages),
                         help="stages to run (default: all, in order; portrait needs the original video)")
     parser.add_argument("--redo", nargs="+", choices=stages, default=[],

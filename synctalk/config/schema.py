@@ -100,6 +100,10 @@ class TrainConfig:
     portrait_steps: int = knob(2000, "Portrait stage: restorer steps (0: no restorer; needs the original video).")
     portrait_frames: int = knob(48, "Training frames rendered and pasted back to train the restorer.")
     portrait_patch: int = knob(128, "Restorer training window side (crop pixels).")
+    mouth_generator_steps: int = knob(4000, "Mouth stage: steps of the 2-D mouth generator that redraws lips and "
+                                      "chin from the blendshapes the audio predicts (0: no mouth stage).")
+    mouth_generator_width: int = knob(24, "Mouth generator: channels of its first level (doubling per level).")
+    mouth_generator_size: int = knob(64, "Mouth generator: side of its crop (pixels, a multiple of 8).")
     rays: int = knob(4096, "Rays per step (head and torso stages).")
     patch: int = knob(32, "Patch side in the lips stage (pixels).")
     head_fraction: float = knob(0.5, "Fraction of random rays drawn inside the head (torso stage: the neck and "

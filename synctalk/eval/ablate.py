@@ -14,8 +14,8 @@ re-running the command only does what is missing. A workspace trained with anoth
 key, missing weights...) is recorded as skipped with the message; the others still run.
 
 ``budget`` scales every variant's schedules alike: ``train.head_steps``, ``lips_steps``, ``torso_steps``,
-``portrait_steps`` (at least 1 when > 0; 0 stays 0) and ``train.budget_minutes`` (when > 0). ``sync.max_steps`` is
-not touched.
+``mouth_generator_steps``, ``portrait_steps`` (at least 1 when > 0; 0 stays 0) and ``train.budget_minutes`` (when
+> 0). ``sync.max_steps`` is not touched.
 
 Outputs: ``OUT/ablation.csv`` and ``OUT/ablation.md`` (a row per variant: the ``render`` row of its metrics.json,
 training minutes, rendering frames/s and the keys it changes against its base recipe; the ground-truth lip-sync
@@ -44,7 +44,7 @@ log = logging.getLogger("synctalk.eval.ablate")
 
 EVALUATE_SECTION = "evaluate"
 EVALUATE_KEYS = {"portrait": bool}
-SCHEDULE_KEYS = ("head_steps", "lips_steps", "torso_steps", "portrait_steps")
+SCHEDULE_KEYS = ("head_steps", "lips_steps", "torso_steps", "mouth_generator_steps", "portrait_steps")
 # columns of the table, in order; the optional ones only when some variant has a value
 METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "lmd", "au_upper", "au_lower", "fid", "lse_d", "lse_c", "offset",
            "syncnet_lse_d", "syncnet_lse_c")

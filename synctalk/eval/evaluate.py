@@ -158,14 +158,15 @@ def render_split(avatar, frames: list[int], portrait=None, progress: bool = Fals
 
     out, seconds = [], 0.0
     features = avatar.subject.features if features is None else features
-    for frame in tqdm(frames, desc="evaluate: render", unit="frame", disable=None if progress else True,
-                      leave=False):
+    shapes = avatar.mouth_shapes(features, frames)
+    for j, frame in enumerate(tqdm(frames, desc="evaluate: render", unit="frame", disable=None if progress else True,
+                      leave=False)):
         start = time.perf_counter()
         s = avatar.subject
         inputs = FrameInputs(c2w=s.poses[frame], audio_code=avatar.audio_codes(features, [frame])[0],
                              expression=s.expressions[frame], torso_pose=s.pose_vectors[frame],
                              appearance_frame=frame)
-        rgb = avatar.render(inputs, frame).rgb
+        rgb = avatar.render(inputs, frame, mouth_shapes=None if shapes is None else shapes[j]).rgb
         image = (rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         out.append(portrait(image, frame) if portrait is not None else image)
         if raw is not None:

@@ -3,7 +3,8 @@
     avatar = Avatar.load("ws/macron")                       # models (EMA weights), subject data, audio backend
     features = avatar.audio_features(samples_16k)           # [N, ...] for N = round(duration * fps) frames
     codes = avatar.audio_codes(features, range(0, 64))      # [64, A]
-    frame = avatar.render(FrameInputs(...))                  # FrameOutput at the subject's resolution
+    shapes = avatar.mouth_shapes(features, range(0, 64))   # [64, 27] or None (no mouth stage)
+    frame = avatar.render(FrameInputs(...), pose_frame, mouth_shapes=shapes[0])  # FrameOutput, subject's size
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class Avatar:
     subject: object              # synctalk.train.trainer.SubjectTensors
     feature_info: dict
     device: torch.device
+    mouth: object | None = None  # synctalk.models.mouth.MouthModel when the mouth stage has run
 
     @classmethod
     def load(cls, workspace: str | Path, device: str | torch.device = "cpu") -> Avatar:
@@ -40,6 +42,7 @@ class Avatar:
         from synctalk.data import SubjectDataset
         from synctalk.data.contract import TRAIN_STEPS
         from synctalk.train.checkpoint import CheckpointManager
+        from synctalk.train.mouth import load_mouth_model
         from synctalk.train.trainer import build_models, load_subject, workspace_features
 
         workspace = Path(workspace)
@@ -76,7 +79,8 @@ class Avatar:
                 module.eval()
         features, info = workspace_features(ds, cfg, workspace, device)
         subject = load_subject(ds, device, head.config.field.expression_names, cfg.train.poses, features)
-        return cls(workspace, cfg, ds, head, torso, subject, info, device)
+        mouth = load_mouth_model(workspace, device)
+        return cls(workspace, cfg, ds, head, torso, subject, info, device, mouth)
 
     # ---------------------------------------------------------------------------------------------- audio
     @property
@@ -111,6 +115,13 @@ class Avatar:
         features = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=self.device)
         return self.head.encode_audio(features, torch.as_tensor(list(frames), device=self.device))
 
+    def mouth_shapes(self, features: np.ndarray | torch.Tensor, frames) -> np.ndarray | None:
+        """The mouth blendshapes ``[len(frames), 27]`` the audio predicts, or None without a mouth stage."""
+        if self.mouth is None:
+            return None
+        features = features.cpu().numpy() if torch.is_tensor(features) else np.asarray(features)
+        return self.mouth.predictor.predict(features, list(frames))
+
     # ---------------------------------------------------------------------------------------------- frames
     def behind(self, pose_frame: int) -> torch.Tensor:
         """What shows behind the head: the background plate with a torso model, else the pose frame's torso
@@ -121,8 +132,9 @@ class Avatar:
         return torch.as_tensor(np.array(image), device=self.device).reshape(-1, 3).float() / 255
 
     @torch.no_grad()
-    def render(self, inputs, pose_frame: int, size: int | None = None):
-        """One frame (:class:`synctalk.models.frame.FrameOutput`) at ``size`` (default: the subject's)."""
+    def render(self, inputs, pose_frame: int, size: int | None = None, mouth_shapes: np.ndarray | None = None):
+        """One frame (:class:`synctalk.models.frame.FrameOutput`) at ``size`` (default: the subject's); with
+        ``mouth_shapes`` ``[27]`` (from :meth:`mouth_shapes`) and a mouth stage, lips and chin are redrawn."""
         from synctalk.models.frame import render_frame, scaled_intrinsics
 
         size = size or self.ds.width
@@ -130,5 +142,9 @@ class Avatar:
         if size != self.ds.width:
             plate = behind.reshape(self.ds.height, self.ds.width, 3).permute(2, 0, 1)[None]
             behind = torch.nn.functional.interpolate(plate, size=(size, size), mode="area")[0].permute(1, 2, 0)
-        return render_frame(self.head, self.torso, inputs, scaled_intrinsics(self.subject.K, size / self.ds.width),
-                            size, size, behind)
+        out = render_frame(self.head, self.torso, inputs, scaled_intrinsics(self.subject.K, size / self.ds.width),
+                           size, size, behind)
+        if self.mouth is not None and mouth_shapes is not None:
+            landmarks = np.asarray(self.ds.landmarks[pose_frame])[None, :, :2] * (size / self.ds.width)
+            out.rgb = self.mouth.redraw(out.rgb[None], landmarks, np.asarray(mouth_shapes)[None])[0]
+        return out

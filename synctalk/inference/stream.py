@@ -113,6 +113,8 @@ class StreamRenderer:
         self.samples_per_frame = SAMPLE_RATE_HZ / self.fps
         window = avatar.head.config.audio_window
         self.ahead = window - window // 2 - 1          # future frames in a frame's audio-net window
+        if avatar.mouth is not None:                   # ... and in the mouth predictor's
+            self.ahead = max(self.ahead, avatar.mouth.predictor.radius)
         self.lookahead_s = (self.ahead + 0.5) / self.fps + MEL_WINDOW_S
         self._make_drive = lambda n: make_drive(
             n, avatar.subject.poses.cpu().numpy(), avatar.subject.expressions.cpu().numpy(),

@@ -132,6 +132,7 @@ def render_frames(avatar, features: np.ndarray, drive, frames: list[int], size: 
     from synctalk.models.torso import pose_vector
 
     codes = avatar.audio_codes(features, frames)
+    shapes = avatar.mouth_shapes(features, frames)
     c2w = torch.as_tensor(drive.c2w[frames], dtype=torch.float32, device=avatar.device)
     torso_poses = pose_vector(c2w)
     expressions = torch.as_tensor(drive.expressions[frames], dtype=torch.float32, device=avatar.device)
@@ -140,7 +141,7 @@ def render_frames(avatar, features: np.ndarray, drive, frames: list[int], size: 
         pose_frame = int(drive.pose_frames[k])
         inputs = FrameInputs(c2w=c2w[j], audio_code=codes[j], expression=expressions[j], torso_pose=torso_poses[j],
                              appearance_frame=pose_frame)
-        rgb = avatar.render(inputs, pose_frame, size).rgb
+        rgb = avatar.render(inputs, pose_frame, size, None if shapes is None else shapes[j]).rgb
         image = (rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         images.append(portrait(image, pose_frame) if portrait is not None else image)
     return images

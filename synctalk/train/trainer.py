@@ -1,4 +1,4 @@
-"""`synctalk train SUBJECT -w WORKSPACE`: head → lips → torso, each stage resumable.
+"""`synctalk train SUBJECT -w WORKSPACE`: head → lips → torso → mouth → portrait, each stage resumable.
 
 Stages:
 - **head**: random rays of `train.frames_per_batch` training frames per step (`train.head_fraction` inside the
@@ -9,6 +9,8 @@ Stages:
   `lips_ssim_weight`·(1 - SSIM) + `lips_gradient_weight`·gradient loss (the documented fallback for a perceptual
   loss).
 - **torso**: the head frozen; the torso model renders behind it, over the background plate; L1 + silhouette.
+- **mouth**: the 2-D mouth generator and its audio → blendshape predictor (synctalk.train.mouth), which redraw
+  lips and chin of every render from the audio.
 - **portrait**: the Portrait-Sync Generator's restorer (synctalk.train.portrait), when the original video is
   available.
 
@@ -48,7 +50,7 @@ from synctalk.train.checkpoint import CheckpointManager, capture_rng, restore_rn
 
 log = logging.getLogger("synctalk.train")
 
-STAGES = ("head", "lips", "torso", "portrait")
+STAGES = ("head", "lips", "torso", "mouth", "portrait")
 
 
 @dataclass
@@ -226,14 +228,17 @@ class Trainer:
         self._write_log()
 
     def run(self, stages: tuple[str, ...] = STAGES) -> TrainReport:
+        from synctalk.train.mouth import train_mouth
         from synctalk.train.portrait import train_portrait
 
         budget_s = 60.0 * self.tcfg.budget_minutes
-        ray_stages = [s for s in stages if s != "portrait"]   # the portrait stage is small; it has no share
+        ray_stages = [s for s in stages if s in ("head", "lips", "torso")]  # the 2-D stages are small: no share
         total_steps = sum(self._steps(s) for s in ray_stages) or 1
         for stage in ray_stages:
             stage_budget = budget_s * self._steps(stage) / total_steps if budget_s > 0 else 0.0
             self._run_stage(stage, stage_budget)
+        if "mouth" in stages:
+            train_mouth(self)
         if "portrait" in stages:
             self._load_previous_stage_weights("portrait")
             train_portrait(self)

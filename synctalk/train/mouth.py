@@ -1,0 +1,191 @@
+"""The `mouth` stage: the per-subject mouth predictor and generator (synctalk.models.mouth).
+
+1. Ridge regression from the audio features to the 27 jaw/mouth blendshapes (standardised over the training
+   frames), its strength picked on the held-out frames; their per-blendshape correlation goes to the log.
+2. The generator learns, on the subject's training frames, to fill the lips-and-chin ellipse of a mouth crop from
+   the rest of the crop and the frame's true blendshapes. The context is blurred (a render is softer than the
+   footage), the crop jittered, and the blendshapes get noise (at render time they come from the predictor).
+
+Checkpoints (`WORKSPACE/checkpoints/mouth/`) hold the generator, its optimizer, EMA, sampler and RNG state and the
+predictor, so the stage resumes exactly. Validation: PSNR inside the ellipse on held-out frames, drawn from the
+true blendshapes, from the predicted ones and from the mean mouth; a sheet `WORKSPACE/val/mouth_<step>.png` (rows:
+footage, true, predicted, mean) and a jawOpen sweep `mouth_sweep_<step>.png`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from synctalk.train.checkpoint import CheckpointManager, capture_rng, restore_rng
+
+log = logging.getLogger("synctalk.train")
+
+BATCH = 12
+SHAPE_NOISE = 0.3        # standardised units
+JITTER = (0.03, 0.04)    # crop centre (of its side), crop side (relative)
+MAX_BLUR_PX = 1.2        # Gaussian sigma of the context blur, crop pixels
+
+
+def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = 2
+    x = torch.arange(-radius, radius + 1, dtype=images.dtype, device=images.device)
+    g = torch.exp(-x ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    kernel = (g[:, None] * g[None])[None, None].expand(images.shape[1], 1, -1, -1)
+    return F.conv2d(F.pad(images, (radius,) * 4, mode="replicate"), kernel, groups=images.shape[1])
+
+
+def _batch(images: torch.Tensor, boxes: torch.Tensor, shapes: torch.Tensor, frames: list[int],
+           rng: np.random.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(blurred context crops, target crops, noisy blendshapes) of BATCH random training frames."""
+    from synctalk.models.mouth import crop
+
+    pick = torch.as_tensor(rng.choice(frames, BATCH))
+    noise = torch.as_tensor(rng.standard_normal((BATCH, 4)), dtype=torch.float32)
+    box = boxes[pick].clone()
+    box[:, :2] += noise[:, :2] * JITTER[0] * box[:, 2:3]
+    box[:, 2] *= 1 + noise[:, 2] * JITTER[1]
+    gain = 1 + torch.as_tensor(rng.standard_normal((BATCH, 3, 1, 1)), dtype=torch.float32) * 0.03
+    target = (crop(images[pick].float() / 255, box, size) * gain).clamp(0, 1)
+    context = _blur(target, float(rng.uniform(0.1, MAX_BLUR_PX)))
+    cond = shapes[pick] + torch.as_tensor(rng.standard_normal(shapes[pick].shape), dtype=torch.float32) * SHAPE_NOISE
+    return context, target, cond
+
+
+def region_psnr(drawn: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
+    err = (((drawn - target) ** 2) * mask).sum() / (mask.sum() * drawn.shape[0] * drawn.shape[1])
+    return float(-10 * torch.log10(err.clamp_min(1e-12)))
+
+
+def train_mouth(trainer) -> None:
+    """Run (or resume) the mouth stage of a :class:`synctalk.train.trainer.Trainer`."""
+    from tqdm import tqdm
+
+    from synctalk.io.images import write_image
+    from synctalk.models.head import MOUTH_BLENDSHAPE_NAMES
+    from synctalk.models.mouth import MouthGenerator, MouthPredictor, crop, ellipse_mask, mouth_boxes
+    from synctalk.train.trainer import EMA
+
+    tcfg, ds = trainer.tcfg, trainer.ds
+    info = trainer.state["stages"].setdefault("mouth", {"status": "pending"})
+    if tcfg.mouth_generator_steps <= 0 or info.get("status") == "done":
+        return
+    size = tcfg.mouth_generator_size
+    train_frames, val_frames = list(trainer.data.train), list(trainer.data.val)
+    shapes = trainer.data.mouth
+    shapes_np = shapes.cpu().numpy()
+    features = trainer.data.features.cpu().numpy()
+    predictor, report = MouthPredictor.fit(features, train_frames, shapes_np[train_frames], val_frames,
+                                           shapes_np[val_frames])
+    jaw = MOUTH_BLENDSHAPE_NAMES.index("jawOpen")
+    info.update(predictor_alpha=report["alpha"], predictor_val_r_mean=round(float(report["val_r"].mean()), 3),
+                predictor_val_r_jawopen=round(float(report["val_r"][jaw]), 3))
+    log.info("mouth predictor: held-out correlation %.2f on average, %.2f for jawOpen",
+             report["val_r"].mean(), report["val_r"][jaw])
+
+    device = trainer.device
+    images = torch.as_tensor(np.stack([ds.gt(f) for f in range(len(ds))])).permute(0, 3, 1, 2).to(device)
+    boxes = mouth_boxes(ds.landmarks).to(device)
+
+    torch.manual_seed(trainer.cfg.seed)
+    config = {"n_shapes": len(MOUTH_BLENDSHAPE_NAMES), "width": tcfg.mouth_generator_width}
+    generator = MouthGenerator(**config).to(device)
+    optimizer = torch.optim.AdamW(generator.parameters(), lr=tcfg.lr_mlp)
+    steps = tcfg.mouth_generator_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.05 ** (s / steps))
+    ema = EMA(generator, tcfg.ema_decay)
+    rng = np.random.default_rng(trainer.cfg.seed)
+    manager = CheckpointManager(trainer.workspace / "checkpoints" / "mouth", tcfg.keep_last)
+    step, elapsed = 0, 0.0
+    resume = manager.load_latest()
+    if resume is not None:
+        generator.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        ema.load_state_dict(resume["ema"])
+        rng.bit_generator.state = resume["sampler"]
+        restore_rng(resume["rng"])
+        step, elapsed = resume["step"], resume["elapsed_s"]
+
+    def save(metric=None) -> None:
+        manager.save(step, {"model": generator.state_dict(), "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(), "ema": ema.state_dict(),
+                            "sampler": rng.bit_generator.state, "rng": capture_rng(), "elapsed_s": elapsed,
+                            "generator_config": config, "size": size, "predictor": predictor.state_dict(),
+                            "stage": "mouth"}, metric=metric)
+
+    mask = ellipse_mask(size, device)
+    info.update(status="running", steps=steps)
+    trainer._write_log()
+    bar = tqdm(total=steps, initial=step, desc="train mouth", unit="step", disable=None if trainer.progress else True)
+    try:
+        while step < steps:
+            t0 = time.perf_counter()
+            context, target, cond = _batch(images, boxes, shapes, train_frames, rng, size)
+            loss = ((generator(context, cond) - target).abs() * mask).sum() / (mask.sum() * target.shape[0] * 3)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            ema.update(generator)
+            step += 1
+            elapsed += time.perf_counter() - t0
+            bar.update(1)
+            if step % tcfg.log_every == 0:
+                trainer.writer.add_scalar("mouth/l1_ellipse", loss.item(), step)
+            if step % tcfg.checkpoint_every == 0:
+                save()
+    except KeyboardInterrupt:
+        save()
+        info.update(status="interrupted", step=step)
+        trainer._write_log()
+        raise
+    finally:
+        bar.close()
+
+    generator.load_state_dict(ema.state_dict())
+    generator.eval()
+    picks = val_frames[:: max(1, len(val_frames) // 8)][:8] or train_frames[:8]
+    with torch.no_grad():
+        footage = crop(images[picks].float() / 255, boxes[picks], size)
+        predicted = torch.as_tensor(predictor.predict(features, picks), device=device)
+        rows = {"true": generator(footage, shapes[picks]), "predicted": generator(footage, predicted),
+                "mean": generator(footage, torch.zeros_like(predicted))}
+        sweep = shapes[picks[:1]].repeat(5, 1)
+        sweep[:, jaw] = torch.linspace(-1.5, 3.0, 5)
+        swept = generator(footage[:1].expand(5, -1, -1, -1), sweep)
+    for name, drawn in rows.items():
+        info[f"val_ellipse_psnr_{name}"] = round(region_psnr(drawn, footage, mask), 3)
+    save(info["val_ellipse_psnr_predicted"])
+
+    def strip(batch: torch.Tensor) -> np.ndarray:
+        return (torch.cat(list(batch), 2).permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
+
+    (trainer.workspace / "val").mkdir(exist_ok=True)
+    write_image(trainer.workspace / "val" / f"mouth_{step:07d}.png",
+                np.concatenate([strip(footage)] + [strip(v) for v in rows.values()], 0))
+    write_image(trainer.workspace / "val" / f"mouth_sweep_{step:07d}.png", strip(swept))
+    log.info("mouth: ellipse PSNR on held-out frames %.2f dB (true blendshapes), %.2f (predicted), %.2f (mean)",
+             info["val_ellipse_psnr_true"], info["val_ellipse_psnr_predicted"], info["val_ellipse_psnr_mean"])
+    info.update(status="done", step=step, seconds=round(elapsed, 1))
+    trainer._write_log()
+
+
+def load_mouth_model(workspace, device):
+    """The mouth stage's model (EMA generator + predictor) of a workspace, or None when it has not run."""
+    from pathlib import Path
+
+    from synctalk.models.mouth import MouthGenerator, MouthModel, MouthPredictor
+
+    ckpt = CheckpointManager(Path(workspace) / "checkpoints" / "mouth").load_latest(map_location=device)
+    if ckpt is None or "predictor" not in ckpt:
+        return None
+    generator = MouthGenerator(**ckpt["generator_config"]).to(device)
+    generator.load_state_dict(ckpt["ema"])
+    generator.eval()
+    return MouthModel(MouthPredictor.from_state(ckpt["predictor"]), generator, ckpt["size"])

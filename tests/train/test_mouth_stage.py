@@ -1,0 +1,74 @@
+"""The mouth stage: it needs no trained head, logs its validation, resumes exactly, and renders use it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_train_config
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def mouth_only(**overrides):
+    return tiny_train_config(head_steps=0, lips_steps=0, torso_steps=0, portrait_steps=0, checkpoint_every=2,
+                             **overrides)
+
+
+def test_mouth_stage_logs_and_resumes_exactly(make_subject, tmp_path, monkeypatch):
+    from synctalk.train import mouth
+    from synctalk.train.trainer import train
+
+    subject = make_subject(n_frames=12, size=(32, 32))
+    cfg = mouth_only(mouth_generator_steps=4)
+    train(subject, tmp_path / "straight", cfg, progress=False, stages=("mouth",))
+    info = json.loads((tmp_path / "straight" / "train_log.json").read_text())["stages"]["mouth"]
+    assert info["status"] == "done" and info["step"] == 4
+    for key in ("val_ellipse_psnr_true", "val_ellipse_psnr_predicted", "val_ellipse_psnr_mean",
+                "predictor_val_r_jawopen"):
+        assert np.isfinite(info[key]), key
+    assert (tmp_path / "straight" / "val" / "mouth_0000004.png").is_file()
+    assert (tmp_path / "straight" / "val" / "mouth_sweep_0000004.png").is_file()
+
+    calls = {"n": 0}
+    original = mouth._batch
+
+    def interrupted(*args):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(mouth, "_batch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(subject, tmp_path / "resumed", cfg, progress=False, stages=("mouth",))
+    monkeypatch.setattr(mouth, "_batch", original)
+    train(subject, tmp_path / "resumed", cfg, progress=False, stages=("mouth",))
+    a = torch.load(tmp_path / "straight" / "checkpoints" / "mouth" / "ckpt_0000004.pt", weights_only=False)
+    b = torch.load(tmp_path / "resumed" / "checkpoints" / "mouth" / "ckpt_0000004.pt", weights_only=False)
+    for name, value in a["ema"].items():
+        torch.testing.assert_close(b["ema"][name], value, rtol=0, atol=0)
+
+
+def test_renders_redraw_the_mouth_from_the_audio(trained_workspace):
+    from synctalk.inference.avatar import Avatar
+    from synctalk.models.frame import FrameInputs
+    from synctalk.models.mouth import mouth_boxes
+
+    workspace, _ = trained_workspace
+    avatar = Avatar.load(workspace)
+    assert avatar.mouth is not None
+    s, frame = avatar.subject, 3
+    inputs = FrameInputs(c2w=s.poses[frame], audio_code=avatar.audio_codes(s.features, [frame])[0],
+                         expression=s.expressions[frame], torso_pose=s.pose_vectors[frame], appearance_frame=frame)
+    shapes = avatar.mouth_shapes(s.features, [frame])
+    assert shapes.shape == (1, 27)
+    plain = avatar.render(inputs, frame).rgb
+    closed = avatar.render(inputs, frame, mouth_shapes=np.full(27, -2.0, np.float32)).rgb
+    opened = avatar.render(inputs, frame, mouth_shapes=np.full(27, 2.0, np.float32)).rgb
+    assert not torch.equal(closed, opened)
+    cx, cy, side = mouth_boxes(avatar.ds.landmarks[[frame]])[0].tolist()
+    ys, xs = torch.nonzero((closed != plain).any(-1), as_tuple=True)
+    assert len(ys) and (xs + 0.5 - cx).abs().max() < side / 2 and (ys + 0.5 - cy).abs().max() < side / 2
