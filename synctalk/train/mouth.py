@@ -29,6 +29,7 @@ BATCH = 12
 SHAPE_NOISE = 0.3        # standardised units
 JITTER = (0.03, 0.04)    # crop centre (of its side), crop side (relative)
 MAX_BLUR_PX = 1.2        # Gaussian sigma of the context blur, crop pixels
+OUTER = 1.4              # stored footage crops: the mouth box grown by this, room for the jitter
 
 
 def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -40,20 +41,39 @@ def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(images, (radius,) * 4, mode="replicate"), kernel, groups=images.shape[1])
 
 
-def _batch(images: torch.Tensor, boxes: torch.Tensor, shapes: torch.Tensor, frames: list[int],
+def footage_crops(ds, size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every frame's mouth crop with a margin for the jitter, as uint8 ``[N, 3, P, P]`` (P = OUTER·size, so memory
+    does not grow with the frame size), and each frame's mouth box in that crop's pixels ``[N, 3]``."""
+    from synctalk.models.mouth import crop, mouth_boxes
+
+    boxes = mouth_boxes(ds.landmarks)
+    outer = boxes.clone()
+    outer[:, 2] *= OUTER
+    side = int(np.ceil(size * OUTER))
+    crops = torch.empty(len(ds), 3, side, side, dtype=torch.uint8)
+    for frame in range(len(ds)):
+        image = torch.as_tensor(np.array(ds.gt(frame)), dtype=torch.float32).permute(2, 0, 1)[None]
+        crops[frame] = crop(image, outer[frame:frame + 1], side)[0].round().clamp(0, 255).to(torch.uint8)
+    inner = torch.stack([torch.full((len(ds),), side / 2), torch.full((len(ds),), side / 2),
+                         torch.full((len(ds),), side / OUTER)], -1)
+    return crops.to(device), inner.to(device)
+
+
+def _batch(crops: torch.Tensor, boxes: torch.Tensor, shapes: torch.Tensor, frames: list[int],
            rng: np.random.Generator, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(blurred context crops, target crops, noisy blendshapes) of BATCH random training frames."""
     from synctalk.models.mouth import crop
 
-    pick = torch.as_tensor(rng.choice(frames, BATCH))
-    noise = torch.as_tensor(rng.standard_normal((BATCH, 4)), dtype=torch.float32)
+    pick = torch.as_tensor(rng.choice(frames, BATCH), device=crops.device)
+    noise = torch.as_tensor(rng.standard_normal((BATCH, 3)), dtype=torch.float32, device=crops.device)
     box = boxes[pick].clone()
     box[:, :2] += noise[:, :2] * JITTER[0] * box[:, 2:3]
     box[:, 2] *= 1 + noise[:, 2] * JITTER[1]
-    gain = 1 + torch.as_tensor(rng.standard_normal((BATCH, 3, 1, 1)), dtype=torch.float32) * 0.03
-    target = (crop(images[pick].float() / 255, box, size) * gain).clamp(0, 1)
+    gain = 1 + torch.as_tensor(rng.standard_normal((BATCH, 3, 1, 1)), dtype=torch.float32, device=crops.device) * 0.03
+    target = (crop(crops[pick].float() / 255, box, size) * gain).clamp(0, 1)
     context = _blur(target, float(rng.uniform(0.1, MAX_BLUR_PX)))
-    cond = shapes[pick] + torch.as_tensor(rng.standard_normal(shapes[pick].shape), dtype=torch.float32) * SHAPE_NOISE
+    cond = shapes[pick] + torch.as_tensor(rng.standard_normal((BATCH, shapes.shape[1])), dtype=torch.float32,
+                                          device=crops.device) * SHAPE_NOISE
     return context, target, cond
 
 
@@ -68,7 +88,7 @@ def train_mouth(trainer) -> None:
 
     from synctalk.io.images import write_image
     from synctalk.models.head import MOUTH_BLENDSHAPE_NAMES
-    from synctalk.models.mouth import MouthGenerator, MouthPredictor, crop, ellipse_mask, mouth_boxes
+    from synctalk.models.mouth import MouthGenerator, MouthPredictor, crop, ellipse_mask
     from synctalk.train.trainer import EMA
 
     tcfg, ds = trainer.tcfg, trainer.ds
@@ -89,8 +109,7 @@ def train_mouth(trainer) -> None:
              report["val_r"].mean(), report["val_r"][jaw])
 
     device = trainer.device
-    images = torch.as_tensor(np.stack([ds.gt(f) for f in range(len(ds))])).permute(0, 3, 1, 2).to(device)
-    boxes = mouth_boxes(ds.landmarks).to(device)
+    crops, boxes = footage_crops(ds, size, device)
 
     torch.manual_seed(trainer.cfg.seed)
     config = {"n_shapes": len(MOUTH_BLENDSHAPE_NAMES), "width": tcfg.mouth_generator_width}
@@ -126,7 +145,7 @@ def train_mouth(trainer) -> None:
     try:
         while step < steps:
             t0 = time.perf_counter()
-            context, target, cond = _batch(images, boxes, shapes, train_frames, rng, size)
+            context, target, cond = _batch(crops, boxes, shapes, train_frames, rng, size)
             loss = ((generator(context, cond) - target).abs() * mask).sum() / (mask.sum() * target.shape[0] * 3)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -152,7 +171,7 @@ def train_mouth(trainer) -> None:
     generator.eval()
     picks = val_frames[:: max(1, len(val_frames) // 8)][:8] or train_frames[:8]
     with torch.no_grad():
-        footage = crop(images[picks].float() / 255, boxes[picks], size)
+        footage = crop(crops[picks].float() / 255, boxes[picks], size)
         predicted = torch.as_tensor(predictor.predict(features, picks), device=device)
         rows = {"true": generator(footage, shapes[picks]), "predicted": generator(footage, predicted),
                 "mean": generator(footage, torch.zeros_like(predicted))}
