@@ -5,9 +5,12 @@
 
 Per audio file: the mp4 (`synctalk render`), its frame count against the audio duration, the muxed audio's
 length, the MediaPipe jawOpen of every rendered frame against the speech loudness (RMS per frame, dB) as a
-correlation and a plot (OUT/<name>_mouth.png, no frames in it), LSE-D / LSE-C / offset of the render from the
-subject's sync judge (never trained on these audio files), and a sheet of 8 frames (OUT/<name>_sheet.png; it shows
-the subject's face: keep it out of the repository when the subject is real footage). Writes OUT/render_eval.json.
+correlation and a plot (OUT/<name>_mouth.png, no frames in it); with a mouth stage, also the jawOpen its
+predictor reads off the audio, against the loudness and against the rendered jawOpen (which part falls short: the
+audio → blendshape predictor on this voice, or the generator drawing what it is told); LSE-D / LSE-C / offset of
+the render from the subject's sync judge (never trained on these audio files), and a sheet of 8 frames
+(OUT/<name>_sheet.png; it shows the subject's face: keep it out of the repository when the subject is real
+footage). Writes OUT/render_eval.json.
 """
 
 from __future__ import annotations
@@ -46,10 +49,13 @@ def main() -> int:
     from synctalk.audio.score import load_judge, sync_score
     from synctalk.data.contract import BLENDSHAPE_NAMES
     from synctalk.eval.metrics import landmarks_of_frames
+    from synctalk.inference.avatar import Avatar
     from synctalk.inference.video import RenderOptions, render_video
     from synctalk.io.images import write_image
     from synctalk.io.media import load_audio, probe, read_frames
+    from synctalk.models.head import MOUTH_BLENDSHAPE_NAMES
 
+    avatar = Avatar.load(args.workspace)
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for audio in args.audio:
@@ -64,6 +70,8 @@ def main() -> int:
         loud = loudness_db(samples, len(frames), report.fps)
         ok = found & np.isfinite(jaw)
         corr = float(np.corrcoef(jaw[ok], loud[ok])[0, 1]) if ok.sum() > 2 else float("nan")
+        shapes = avatar.mouth_shapes(avatar.audio_features(samples, len(frames)), range(len(frames)))
+        predicted = None if shapes is None else shapes[:, MOUTH_BLENDSHAPE_NAMES.index("jawOpen")]
         judge_path = Path(json.loads((Path(args.workspace) / "train_log.json").read_text())["subject"]) / "sync.pt"
         sync = sync_score(video, model=load_judge(judge_path)).summary() if judge_path.is_file() else None
         info = probe(video)
@@ -74,9 +82,16 @@ def main() -> int:
             "render_fps": round(report.render_fps, 3), "face_found": float(found.mean()),
             "jaw_open_vs_loudness_r": round(corr, 3), "jaw_open_mean": float(np.nanmean(jaw)),
             "jaw_open_std": float(np.nanstd(jaw)), "sync": sync}
+        if predicted is not None:
+            results[name]["predicted_jaw_open_vs_loudness_r"] = round(float(np.corrcoef(predicted, loud)[0, 1]), 3)
+            results[name]["rendered_vs_predicted_jaw_open_r"] = round(
+                float(np.corrcoef(jaw[ok], predicted[ok])[0, 1]) if ok.sum() > 2 else float("nan"), 3)
         t = np.arange(len(frames)) / report.fps
         fig, ax = plt.subplots(figsize=(10, 3))
         ax.plot(t, jaw, label="rendered jawOpen (MediaPipe)", color="C1")
+        if predicted is not None:  # standardised units, mapped onto the rendered curve's mean and spread
+            scaled = (predicted - predicted.mean()) / (predicted.std() + 1e-9) * np.nanstd(jaw) + np.nanmean(jaw)
+            ax.plot(t, scaled, label="jawOpen the audio predicts (rescaled)", color="C2", alpha=0.7)
         ax.set_xlabel("time (s)")
         ax.set_ylabel("jawOpen")
         twin = ax.twinx()
