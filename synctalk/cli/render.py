@@ -26,6 +26,8 @@ def register(subparsers) -> None:
                         help="paste the face back into the original full-resolution frames")
     parser.add_argument("--no-restorer", action="store_true", help="with --portrait: plain paste-back even when "
                                                                    "the workspace has a trained restorer")
+    parser.add_argument("--no-mouth", action="store_true", help="keep the head field's own mouth even when the "
+                                                                "workspace has a trained mouth stage")
     parser.add_argument("--source", type=Path, help="the original video, if it moved since preprocessing")
     parser.add_argument("--size", type=int, help="render side in pixels (default: the subject's)")
     parser.add_argument("--frames-dir", type=Path, help="also write every frame as PNG here")
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     options = RenderOptions(pose=args.pose, blink=args.blink, still_frame=args.still_frame, portrait=args.portrait,
-                            restorer=not args.no_restorer, source=args.source, size=args.size,
+                            restorer=not args.no_restorer, mouth=not args.no_mouth, source=args.source, size=args.size,
                             frames_dir=args.frames_dir, allow_silent=args.allow_silent, seed=cfg.seed)
     report = render_video(args.workspace, args.audio, args.output, options, device=resolve_device(cfg.device),
                           progress=verbosity(args) >= 0)

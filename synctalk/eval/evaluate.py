@@ -159,8 +159,8 @@ def render_split(avatar, frames: list[int], portrait=None, progress: bool = Fals
     out, seconds = [], 0.0
     features = avatar.subject.features if features is None else features
     shapes = avatar.mouth_shapes(features, frames)
-    for j, frame in enumerate(tqdm(frames, desc="evaluate: render", unit="frame", disable=None if progress else True,
-                      leave=False)):
+    bar = tqdm(frames, desc="evaluate: render", unit="frame", disable=None if progress else True, leave=False)
+    for j, frame in enumerate(bar):
         start = time.perf_counter()
         s = avatar.subject
         inputs = FrameInputs(c2w=s.poses[frame], audio_code=avatar.audio_codes(features, [frame])[0],

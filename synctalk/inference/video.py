@@ -31,6 +31,7 @@ class RenderOptions:
     still_frame: int | None = None
     portrait: bool = False            # paste back into the original footage
     restorer: bool = True             # use the portrait stage's restorer when it exists (with portrait)
+    mouth: bool = True                # redraw the mouth with the mouth stage's generator when it exists
     source: Path | None = None        # the original video (default: the one in the subject's meta.json)
     size: int | None = None           # render side (default: the subject's)
     frames_dir: Path | None = None    # also write PNGs here
@@ -94,6 +95,8 @@ def render_video(workspace: str | Path, audio: str | Path, out: str | Path, opti
         raise UserInputError(f"{out}: the output must be an .mp4 file")
     samples, native, rate = load_driving_audio(audio, options.allow_silent)
     avatar = Avatar.load(workspace, device)
+    if not options.mouth:
+        avatar.mouth = None
     n = avatar.n_frames(len(samples))
     features = avatar.audio_features(samples, n)
     drive = make_drive(n, avatar.subject.poses.cpu().numpy(), avatar.subject.expressions.cpu().numpy(),

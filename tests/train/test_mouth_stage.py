@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_train_config
+from conftest import speech_like, tiny_train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -72,3 +72,25 @@ def test_renders_redraw_the_mouth_from_the_audio(trained_workspace):
     cx, cy, side = mouth_boxes(avatar.ds.landmarks[[frame]])[0].tolist()
     ys, xs = torch.nonzero((closed != plain).any(-1), as_tuple=True)
     assert len(ys) and (xs + 0.5 - cx).abs().max() < side / 2 and (ys + 0.5 - cy).abs().max() < side / 2
+
+
+def test_render_no_mouth_keeps_the_field_mouth(trained_workspace, tmp_path):
+    from synctalk.data import SubjectDataset
+    from synctalk.inference.video import RenderOptions, render_video
+    from synctalk.io.images import read_image
+    from synctalk.io.media import write_wav
+    from synctalk.models.mouth import mouth_boxes
+
+    workspace, subject = trained_workspace
+    audio = tmp_path / "speech.wav"
+    write_wav(audio, speech_like(0.4, seed=5), 16000)
+    for name, mouth in (("with", True), ("without", False)):
+        options = RenderOptions(mouth=mouth, frames_dir=tmp_path / name, pose="still", still_frame=3)
+        render_video(workspace, audio, tmp_path / f"{name}.mp4", options, progress=False)
+    with_mouth = np.stack([read_image(p) for p in sorted((tmp_path / "with").glob("*.png"))]).astype(int)
+    without = np.stack([read_image(p) for p in sorted((tmp_path / "without").glob("*.png"))]).astype(int)
+    assert with_mouth.shape == without.shape and len(with_mouth) == 10
+    ys, xs = np.nonzero(np.abs(with_mouth - without).max(-1).max(0) > 0)
+    cx, cy, side = mouth_boxes(SubjectDataset(subject).landmarks[[3]])[0].tolist()  # all frames: frame 3's pose
+    assert len(ys) and (np.abs(xs + 0.5 - cx).max() < side / 2) and (np.abs(ys + 0.5 - cy).max() < side / 2)
+
