@@ -39,6 +39,7 @@ def main() -> int:
     parser.add_argument("-o", "--out", type=Path, required=True)
     parser.add_argument("--size", type=int)
     parser.add_argument("--portrait", action="store_true")
+    parser.add_argument("--mouth-gain", type=float, default=1.0, help="as in `synctalk render`")
     args = parser.parse_args()
 
     import matplotlib
@@ -56,12 +57,14 @@ def main() -> int:
     from synctalk.models.head import MOUTH_BLENDSHAPE_NAMES
 
     avatar = Avatar.load(args.workspace)
+    avatar.mouth_gain = args.mouth_gain
     args.out.mkdir(parents=True, exist_ok=True)
     results = {}
     for audio in args.audio:
         name = audio.stem
         video = args.out / f"{name}.mp4"
-        report = render_video(args.workspace, audio, video, RenderOptions(size=args.size, portrait=args.portrait))
+        options = RenderOptions(size=args.size, portrait=args.portrait, mouth_gain=args.mouth_gain)
+        report = render_video(args.workspace, audio, video, options)
         frames = list(read_frames(video))
         samples = load_audio(audio, 16000)
         muxed = load_audio(video, 16000)

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     parser.add_argument("--pose", choices=("train", "still", "smooth"), default="train", help="as in render")
     parser.add_argument("--blink", choices=("source", "auto", "none"), default="source", help="as in render")
     parser.add_argument("--size", type=int, help="render side in pixels (default: the subject's)")
+    parser.add_argument("--no-mouth", action="store_true", help="as in render")
+    parser.add_argument("--mouth-gain", type=float, default=1.0, help="as in render")
     add_common_args(parser)
     parser.set_defaults(handler=run)
 
@@ -37,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     from synctalk.runtime import resolve_device
 
     cfg = resolve_config(args)
-    options = RenderOptions(pose=args.pose, blink=args.blink, size=args.size, seed=cfg.seed)
+    options = RenderOptions(pose=args.pose, blink=args.blink, size=args.size, mouth=not args.no_mouth,
+                            mouth_gain=args.mouth_gain, seed=cfg.seed)
     report = stream(args.workspace, args.audio, args.output, options, rate=args.rate, chunk_s=args.chunk,
                     realtime=not args.as_fast_as_possible, device=resolve_device(cfg.device))
     print(report.summary(), file=sys.stderr if args.output == "-" else sys.stdout)

@@ -35,6 +35,7 @@ class Avatar:
     feature_info: dict
     device: torch.device
     mouth: object | None = None  # synctalk.models.mouth.MouthModel when the mouth stage has run
+    mouth_gain: float = 1.0      # scales the predicted blendshapes (> 1: livelier articulation)
 
     @classmethod
     def load(cls, workspace: str | Path, device: str | torch.device = "cpu") -> Avatar:
@@ -116,11 +117,12 @@ class Avatar:
         return self.head.encode_audio(features, torch.as_tensor(list(frames), device=self.device))
 
     def mouth_shapes(self, features: np.ndarray | torch.Tensor, frames) -> np.ndarray | None:
-        """The mouth blendshapes ``[len(frames), 27]`` the audio predicts, or None without a mouth stage."""
+        """The mouth blendshapes ``[len(frames), 27]`` the audio predicts (standardised units, times
+        ``mouth_gain``), or None without a mouth stage."""
         if self.mouth is None:
             return None
         features = features.cpu().numpy() if torch.is_tensor(features) else np.asarray(features)
-        return self.mouth.predictor.predict(features, list(frames))
+        return self.mouth.predictor.predict(features, list(frames)) * np.float32(self.mouth_gain)
 
     # ---------------------------------------------------------------------------------------------- frames
     def behind(self, pose_frame: int) -> torch.Tensor:

@@ -253,12 +253,12 @@ def stream(workspace: str | Path, source: str, out: str, options=None, rate: int
     """Stream ``source`` (a file path, or "-" for raw PCM on stdin) through the avatar into ``out`` (an .mp4, a
     raw RGB24 file, or "-" for stdout)."""
     from synctalk.inference.avatar import Avatar
-    from synctalk.inference.video import RenderOptions
+    from synctalk.inference.video import RenderOptions, apply_mouth_options
 
     options = options or RenderOptions()
     if options.portrait:
         raise UserInputError("stream renders the subject's frame; --portrait is for `synctalk render`")
-    avatar = Avatar.load(workspace, device)
+    avatar = apply_mouth_options(Avatar.load(workspace, device), options)
     renderer = StreamRenderer(avatar, options)
     chunks = pcm_chunks(sys.stdin.buffer, rate, chunk_s) if source == "-" else file_chunks(source, chunk_s,
                                                                                             realtime)

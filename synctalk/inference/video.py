@@ -32,6 +32,7 @@ class RenderOptions:
     portrait: bool = False            # paste back into the original footage
     restorer: bool = True             # use the portrait stage's restorer when it exists (with portrait)
     mouth: bool = True                # redraw the mouth with the mouth stage's generator when it exists
+    mouth_gain: float = 1.0           # scale of the predicted mouth blendshapes (the predictor under-shoots)
     source: Path | None = None        # the original video (default: the one in the subject's meta.json)
     size: int | None = None           # render side (default: the subject's)
     frames_dir: Path | None = None    # also write PNGs here
@@ -94,9 +95,7 @@ def render_video(workspace: str | Path, audio: str | Path, out: str | Path, opti
     if out.suffix.lower() != ".mp4":
         raise UserInputError(f"{out}: the output must be an .mp4 file")
     samples, native, rate = load_driving_audio(audio, options.allow_silent)
-    avatar = Avatar.load(workspace, device)
-    if not options.mouth:
-        avatar.mouth = None
+    avatar = apply_mouth_options(Avatar.load(workspace, device), options)
     n = avatar.n_frames(len(samples))
     features = avatar.audio_features(samples, n)
     drive = make_drive(n, avatar.subject.poses.cpu().numpy(), avatar.subject.expressions.cpu().numpy(),
@@ -126,6 +125,16 @@ def render_video(workspace: str | Path, audio: str | Path, out: str | Path, opti
                 bar.set_postfix(fps=f"{report.render_fps:.2f}")
     log.info("rendered %d frames at %.2f frames/s", n, report.render_fps)
     return report
+
+
+def apply_mouth_options(avatar, options: RenderOptions):
+    """The avatar without its mouth stage (``options.mouth`` False) or with ``options.mouth_gain``."""
+    if options.mouth_gain <= 0:
+        raise UserInputError(f"--mouth-gain must be positive, got {options.mouth_gain}")
+    if not options.mouth:
+        avatar.mouth = None
+    avatar.mouth_gain = options.mouth_gain
+    return avatar
 
 
 def render_frames(avatar, features: np.ndarray, drive, frames: list[int], size: int | None = None,

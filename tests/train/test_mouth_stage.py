@@ -76,6 +76,7 @@ def test_renders_redraw_the_mouth_from_the_audio(trained_workspace):
 
 def test_render_no_mouth_keeps_the_field_mouth(trained_workspace, tmp_path):
     from synctalk.data import SubjectDataset
+    from synctalk.errors import UserInputError
     from synctalk.inference.video import RenderOptions, render_video
     from synctalk.io.images import read_image
     from synctalk.io.media import write_wav
@@ -84,11 +85,16 @@ def test_render_no_mouth_keeps_the_field_mouth(trained_workspace, tmp_path):
     workspace, subject = trained_workspace
     audio = tmp_path / "speech.wav"
     write_wav(audio, speech_like(0.4, seed=5), 16000)
-    for name, mouth in (("with", True), ("without", False)):
-        options = RenderOptions(mouth=mouth, frames_dir=tmp_path / name, pose="still", still_frame=3)
+    for name, mouth, gain in (("with", True, 1.0), ("without", False, 1.0), ("gain", True, 3.0)):
+        options = RenderOptions(mouth=mouth, mouth_gain=gain, frames_dir=tmp_path / name, pose="still",
+                                still_frame=3)
         render_video(workspace, audio, tmp_path / f"{name}.mp4", options, progress=False)
     with_mouth = np.stack([read_image(p) for p in sorted((tmp_path / "with").glob("*.png"))]).astype(int)
     without = np.stack([read_image(p) for p in sorted((tmp_path / "without").glob("*.png"))]).astype(int)
+    livelier = np.stack([read_image(p) for p in sorted((tmp_path / "gain").glob("*.png"))]).astype(int)
+    assert not np.array_equal(livelier, with_mouth)
+    with pytest.raises(UserInputError, match="mouth-gain"):
+        render_video(workspace, audio, tmp_path / "bad.mp4", RenderOptions(mouth_gain=0.0), progress=False)
     assert with_mouth.shape == without.shape and len(with_mouth) == 10
     ys, xs = np.nonzero(np.abs(with_mouth - without).max(-1).max(0) > 0)
     cx, cy, side = mouth_boxes(SubjectDataset(subject).landmarks[[3]])[0].tolist()  # all frames: frame 3's pose
