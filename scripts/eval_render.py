@@ -33,13 +33,15 @@ def loudness_db(samples: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
 
 
 def main() -> int:
+    from synctalk.models.mouth import DEFAULT_GAIN
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workspace", type=Path)
     parser.add_argument("--audio", type=Path, nargs="+", required=True)
     parser.add_argument("-o", "--out", type=Path, required=True)
     parser.add_argument("--size", type=int)
     parser.add_argument("--portrait", action="store_true")
-    parser.add_argument("--mouth-gain", type=float, default=1.0, help="as in `synctalk render`")
+    parser.add_argument("--mouth-gain", type=float, default=DEFAULT_GAIN, help="as in `synctalk render`")
     args = parser.parse_args()
 
     import matplotlib

@@ -42,3 +42,8 @@ def existing_dir(text: str) -> Path:
     if not path.is_dir():
         raise argparse.ArgumentTypeError(f"'{text}' is not an existing directory")
     return path
+
+
+def given(**values) -> dict:
+    """The keyword arguments that were given (not None), so an options dataclass keeps its own defaults."""
+    return {key: value for key, value in values.items() if value is not None}

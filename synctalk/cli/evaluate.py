@@ -22,6 +22,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-frames", type=int, help="only the first N frames of the split")
     parser.add_argument("--silent", action="store_true",
                         help="control run: drive the frames with silent-audio features (LMD should get worse)")
+    parser.add_argument("--mouth-gain", type=float, help="as in `synctalk render`")
     parser.add_argument("--sync-model", type=Path, help="sync judge (default: SUBJECT/sync.pt)")
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="diff two reports")
     add_common_args(parser)
@@ -38,14 +39,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.workspace is None or args.output is None:
         raise UserInputError("evaluate needs WORKSPACE and -o REPORT_DIR (or --compare A B)")
-    from synctalk.cli.common import resolve_config, verbosity
+    from synctalk.cli.common import given, resolve_config, verbosity
     from synctalk.eval.evaluate import EvaluateOptions, evaluate
     from synctalk.runtime import resolve_device
 
     cfg = resolve_config(args)
     options = EvaluateOptions(split=args.split, audio=args.audio, portrait=args.portrait,
                               max_frames=args.max_frames, sync_model=args.sync_model,
-                              silent=args.silent)
+                              silent=args.silent, **given(mouth_gain=args.mouth_gain))
     result = evaluate(args.workspace, args.output, options, device=resolve_device(cfg.device),
                       progress=verbosity(args) >= 0)
     print((args.output / "metrics.md").read_text())

@@ -28,7 +28,7 @@ def register(subparsers) -> None:
                                                                    "the workspace has a trained restorer")
     parser.add_argument("--no-mouth", action="store_true", help="keep the head field's own mouth even when the "
                                                                 "workspace has a trained mouth stage")
-    parser.add_argument("--mouth-gain", type=float, default=1.0,
+    parser.add_argument("--mouth-gain", type=float,
                         help="scale the mouth movement the audio predicts (the predictor under-shoots: about "
                              "1/3 of the real jaw range on held-out speech; 2 gives livelier lips)")
     parser.add_argument("--source", type=Path, help="the original video, if it moved since preprocessing")
@@ -40,15 +40,15 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from synctalk.cli.common import resolve_config, verbosity
+    from synctalk.cli.common import given, resolve_config, verbosity
     from synctalk.inference.video import RenderOptions, render_video
     from synctalk.runtime import resolve_device
 
     cfg = resolve_config(args)
     options = RenderOptions(pose=args.pose, blink=args.blink, still_frame=args.still_frame, portrait=args.portrait,
-                            restorer=not args.no_restorer, mouth=not args.no_mouth, mouth_gain=args.mouth_gain,
-                            source=args.source, size=args.size, frames_dir=args.frames_dir,
-                            allow_silent=args.allow_silent, seed=cfg.seed)
+                            restorer=not args.no_restorer, mouth=not args.no_mouth, source=args.source, size=args.size,
+                            frames_dir=args.frames_dir, allow_silent=args.allow_silent, seed=cfg.seed,
+                            **given(mouth_gain=args.mouth_gain))
     report = render_video(args.workspace, args.audio, args.output, options, device=resolve_device(cfg.device),
                           progress=verbosity(args) >= 0)
     print(f"{report.n_frames} frames ({report.frame_size[0]}x{report.frame_size[1]}, {report.fps:g} fps) for "

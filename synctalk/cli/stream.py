@@ -27,20 +27,20 @@ def register(subparsers) -> None:
     parser.add_argument("--blink", choices=("source", "auto", "none"), default="source", help="as in render")
     parser.add_argument("--size", type=int, help="render side in pixels (default: the subject's)")
     parser.add_argument("--no-mouth", action="store_true", help="as in render")
-    parser.add_argument("--mouth-gain", type=float, default=1.0, help="as in render")
+    parser.add_argument("--mouth-gain", type=float, help="as in render")
     add_common_args(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from synctalk.cli.common import resolve_config
+    from synctalk.cli.common import given, resolve_config
     from synctalk.inference.stream import stream
     from synctalk.inference.video import RenderOptions
     from synctalk.runtime import resolve_device
 
     cfg = resolve_config(args)
-    options = RenderOptions(pose=args.pose, blink=args.blink, size=args.size, mouth=not args.no_mouth,
-                            mouth_gain=args.mouth_gain, seed=cfg.seed)
+    options = RenderOptions(pose=args.pose, blink=args.blink, size=args.size, mouth=not args.no_mouth, seed=cfg.seed,
+                            **given(mouth_gain=args.mouth_gain))
     report = stream(args.workspace, args.audio, args.output, options, rate=args.rate, chunk_s=args.chunk,
                     realtime=not args.as_fast_as_possible, device=resolve_device(cfg.device))
     print(report.summary(), file=sys.stderr if args.output == "-" else sys.stdout)

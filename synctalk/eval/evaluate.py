@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from synctalk.errors import UserInputError
+from synctalk.models.mouth import DEFAULT_GAIN
 
 log = logging.getLogger("synctalk.eval")
 
@@ -59,6 +60,7 @@ class EvaluateOptions:
     max_offset: int = 15
     sheet_frames: int = 4
     silent: bool = False             # drive the frames with silent-audio features (the LMD control)
+    mouth_gain: float = DEFAULT_GAIN  # as in RenderOptions
 
 
 def _sync_row(video: Path, audio: Path | None, judge, max_offset: int) -> dict:
@@ -250,6 +252,7 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     avatar = Avatar.load(workspace, device)
+    avatar.mouth_gain = options.mouth_gain
     frames = avatar.ds.split(options.split)
     if not frames:
         raise UserInputError(f"{avatar.ds.root}: the split '{options.split}' is empty; preprocess with "

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from synctalk.errors import MediaError, UserInputError
+from synctalk.models.mouth import DEFAULT_GAIN
 
 log = logging.getLogger("synctalk.render")
 
@@ -32,7 +33,7 @@ class RenderOptions:
     portrait: bool = False            # paste back into the original footage
     restorer: bool = True             # use the portrait stage's restorer when it exists (with portrait)
     mouth: bool = True                # redraw the mouth with the mouth stage's generator when it exists
-    mouth_gain: float = 1.0           # scale of the predicted mouth blendshapes (the predictor under-shoots)
+    mouth_gain: float = DEFAULT_GAIN  # scale of the predicted mouth blendshapes (the predictor under-shoots)
     source: Path | None = None        # the original video (default: the one in the subject's meta.json)
     size: int | None = None           # render side (default: the subject's)
     frames_dir: Path | None = None    # also write PNGs here
