@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from synctalk.errors import SyncTalkError, UserInputError
+from synctalk.models.mouth import DEFAULT_GAIN
 
 log = logging.getLogger("synctalk.render")
 
@@ -35,7 +36,7 @@ class Avatar:
     feature_info: dict
     device: torch.device
     mouth: object | None = None  # synctalk.models.mouth.MouthModel when the mouth stage has run
-    mouth_gain: float = 1.0      # scales the predicted blendshapes (> 1: livelier articulation)
+    mouth_gain: float = DEFAULT_GAIN  # scales the predicted blendshapes (synctalk.models.mouth)
 
     @classmethod
     def load(cls, workspace: str | Path, device: str | torch.device = "cpu") -> Avatar:

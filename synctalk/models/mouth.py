@@ -33,9 +33,10 @@ CHEEKS = (234, 454)
 BOX_SIDE = 0.85     # crop side / face width
 BOX_DROP = 0.12     # crop centre below the lip corners / face width
 ELLIPSE = (0.39, 0.36, 0.25)  # half width, half height (crop sides), feather (fraction of the radius)
-# Renders scale the predicted blendshapes by this: ridge predictions of new speech span about a third of the real
-# range (docs/benchmarks.md, "The mouth stage on the Macron clip").
-DEFAULT_GAIN = 1.0
+# Renders scale the predicted blendshapes by this: on held-out frames the ridge prediction of jawOpen spans 0.35 of
+# the real spread, and 2.5 (about its inverse) gave the best lip sync on held-out and new speech (docs/benchmarks.md,
+# "The mouth stage on the Macron clip").
+DEFAULT_GAIN = 2.5
 
 
 def mouth_boxes(landmarks: np.ndarray | torch.Tensor) -> torch.Tensor:
