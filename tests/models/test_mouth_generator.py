@@ -86,6 +86,12 @@ def test_generator_keeps_the_outside_of_the_ellipse_and_uses_the_shapes():
     assert torch.equal(net(changed_mouth, shapes), net(crops, shapes))
 
 
+def test_any_width_builds():
+    for width in (5, 12, 16):  # demo.yaml uses 12: not a multiple of the 8 norm groups
+        out = MouthGenerator(n_shapes=2, width=width)(torch.rand(1, 3, 16, 16), torch.zeros(1, 2))
+        assert out.shape == (1, 3, 16, 16)
+
+
 def test_generator_learns_to_draw_what_the_shape_says():
     """A dark 'mouth' whose height is the condition: after a short fit the drawn mouth follows it."""
     torch.manual_seed(0)
