@@ -36,12 +36,7 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(cfg.seed)
     report = train(args.subject, args.workspace, cfg, device=resolve_device(cfg.device),
                    progress=verbosity(args) >= 0, stages=tuple(args.stages), redo=tuple(args.redo))
-    for stage, info in report.stages.items():
-        psnr = info.get("val_psnr")
-        print(f"{stage:6s} {info.get('status', '')}: {info.get('step', 0)} steps in {info.get('seconds', 0):.0f} s"
-              + (f", validation PSNR {psnr:.2f} dB" if psnr is not None else "")
-              + (f", repair-region PSNR {info['val_region_psnr_paste']:.2f} dB (paste-back) -> "
-                 f"{info['val_region_psnr_restored']:.2f} dB (restorer)" if "val_region_psnr_restored" in info
-                 else "") + (f" ({info['reason']})" if "reason" in info else ""))
+    for line in report.lines():
+        print(line)
     print(f"workspace: {report.workspace}")
     return 0

@@ -108,8 +108,8 @@ def stage_train(cfg: SyncTalkConfig, report: DemoReport) -> None:
 
     result = train(report.out_dir / "subject", report.out_dir / "workspace", cfg, device=resolve_device(cfg.device))
     report.files.update(workspace=result.workspace)
-    for stage, info in result.stages.items():
-        log.info("train %s: %s steps, validation PSNR %s dB", stage, info.get("step"), info.get("val_psnr"))
+    for line in result.lines():
+        log.info("train %s", line)
 
 
 def stage_render(cfg: SyncTalkConfig, report: DemoReport) -> None:

@@ -72,6 +72,25 @@ class TrainReport:
     workspace: Path
     stages: dict = field(default_factory=dict)   # stage -> {"steps", "seconds", "val_psnr", ...}
 
+    def lines(self) -> list[str]:
+        """One line per stage: status, steps, time and the stage's own validation figure."""
+        out = []
+        for stage, info in self.stages.items():
+            line = f"{stage:8s} {info.get('status', '')}: {info.get('step', 0)} steps in {info.get('seconds', 0):.0f} s"
+            if info.get("val_psnr") is not None:
+                line += f", validation PSNR {info['val_psnr']:.2f} dB"
+            if "val_region_psnr_restored" in info:
+                line += (f", repair-region PSNR {info['val_region_psnr_paste']:.2f} dB (paste-back) -> "
+                         f"{info['val_region_psnr_restored']:.2f} dB (restorer)")
+            if "val_ellipse_psnr_predicted" in info:
+                line += (f", mouth PSNR {info['val_ellipse_psnr_true']:.2f} dB (true blendshapes) / "
+                         f"{info['val_ellipse_psnr_predicted']:.2f} (from the audio) / "
+                         f"{info['val_ellipse_psnr_mean']:.2f} (mean mouth)")
+            if "reason" in info:
+                line += f" ({info['reason']})"
+            out.append(line)
+        return out
+
 
 EXPRESSION_PRESETS = {"upper7": None, "blink2": ("eyeBlinkLeft", "eyeBlinkRight"), "none": ()}
 

@@ -31,6 +31,10 @@ def test_mouth_stage_logs_and_resumes_exactly(make_subject, tmp_path, monkeypatc
         assert np.isfinite(info[key]), key
     assert (tmp_path / "straight" / "val" / "mouth_0000004.png").is_file()
     assert (tmp_path / "straight" / "val" / "mouth_sweep_0000004.png").is_file()
+    from synctalk.train.trainer import TrainReport
+
+    line = TrainReport(tmp_path / "straight", {"mouth": info}).lines()[0]
+    assert line.startswith("mouth") and "4 steps" in line and "(from the audio)" in line
 
     calls = {"n": 0}
     original = mouth._batch
