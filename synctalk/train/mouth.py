@@ -15,13 +15,13 @@ footage, true, predicted, mean) and a jawOpen sweep `mouth_sweep_<step>.png`.
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synctalk.train.checkpoint import CheckpointManager, capture_rng, restore_rng
+from synctalk.train.checkpoint import CheckpointManager
+from synctalk.train.loop import StageLoop
 
 log = logging.getLogger("synctalk.train")
 
@@ -84,12 +84,9 @@ def region_psnr(drawn: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
 
 def train_mouth(trainer) -> None:
     """Run (or resume) the mouth stage of a :class:`synctalk.train.trainer.Trainer`."""
-    from tqdm import tqdm
-
     from synctalk.io.images import write_image
     from synctalk.models.head import MOUTH_BLENDSHAPE_NAMES
     from synctalk.models.mouth import MouthGenerator, MouthPredictor, crop, ellipse_mask
-    from synctalk.train.trainer import EMA
 
     tcfg, ds = trainer.tcfg, trainer.ds
     info = trainer.state["stages"].setdefault("mouth", {"status": "pending"})
@@ -117,58 +114,16 @@ def train_mouth(trainer) -> None:
     optimizer = torch.optim.AdamW(generator.parameters(), lr=tcfg.lr_mlp)
     steps = tcfg.mouth_generator_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.05 ** (s / steps))
-    ema = EMA(generator, tcfg.ema_decay)
-    rng = np.random.default_rng(trainer.cfg.seed)
-    manager = CheckpointManager(trainer.workspace / "checkpoints" / "mouth", tcfg.keep_last)
-    step, elapsed = 0, 0.0
-    resume = manager.load_latest()
-    if resume is not None:
-        generator.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        ema.load_state_dict(resume["ema"])
-        rng.bit_generator.state = resume["sampler"]
-        restore_rng(resume["rng"])
-        step, elapsed = resume["step"], resume["elapsed_s"]
-
-    def save(metric=None) -> None:
-        manager.save(step, {"model": generator.state_dict(), "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(), "ema": ema.state_dict(),
-                            "sampler": rng.bit_generator.state, "rng": capture_rng(), "elapsed_s": elapsed,
-                            "generator_config": config, "size": size, "predictor": predictor.state_dict(),
-                            "stage": "mouth"}, metric=metric)
-
+    loop = StageLoop(trainer, "mouth", generator, optimizer, scheduler,
+                     extra={"generator_config": config, "size": size, "predictor": predictor.state_dict()})
     mask = ellipse_mask(size, device)
-    info.update(status="running", steps=steps)
-    trainer._write_log()
-    bar = tqdm(total=steps, initial=step, desc="train mouth", unit="step", disable=None if trainer.progress else True)
-    try:
-        while step < steps:
-            t0 = time.perf_counter()
-            context, target, cond = _batch(crops, boxes, shapes, train_frames, rng, size)
-            loss = ((generator(context, cond) - target).abs() * mask).sum() / (mask.sum() * target.shape[0] * 3)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            ema.update(generator)
-            step += 1
-            elapsed += time.perf_counter() - t0
-            bar.update(1)
-            if step % tcfg.log_every == 0:
-                trainer.writer.add_scalar("mouth/l1_ellipse", loss.item(), step)
-            if step % tcfg.checkpoint_every == 0:
-                save()
-    except KeyboardInterrupt:
-        save()
-        info.update(status="interrupted", step=step)
-        trainer._write_log()
-        raise
-    finally:
-        bar.close()
 
-    generator.load_state_dict(ema.state_dict())
-    generator.eval()
+    def loss(rng: np.random.Generator) -> torch.Tensor:
+        context, target, cond = _batch(crops, boxes, shapes, train_frames, rng, size)
+        return ((generator(context, cond) - target).abs() * mask).sum() / (mask.sum() * target.shape[0] * 3)
+
+    loop.run(steps, loss, "mouth/l1_ellipse")
+    loop.finish()
     picks = val_frames[:: max(1, len(val_frames) // 8)][:8] or train_frames[:8]
     with torch.no_grad():
         footage = crop(crops[picks].float() / 255, boxes[picks], size)
@@ -180,19 +135,18 @@ def train_mouth(trainer) -> None:
         swept = generator(footage[:1].expand(5, -1, -1, -1), sweep)
     for name, drawn in rows.items():
         info[f"val_ellipse_psnr_{name}"] = round(region_psnr(drawn, footage, mask), 3)
-    save(info["val_ellipse_psnr_predicted"])
+    loop.save(info["val_ellipse_psnr_predicted"])
 
     def strip(batch: torch.Tensor) -> np.ndarray:
         return (torch.cat(list(batch), 2).permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
     (trainer.workspace / "val").mkdir(exist_ok=True)
-    write_image(trainer.workspace / "val" / f"mouth_{step:07d}.png",
+    write_image(trainer.workspace / "val" / f"mouth_{loop.step:07d}.png",
                 np.concatenate([strip(footage)] + [strip(v) for v in rows.values()], 0))
-    write_image(trainer.workspace / "val" / f"mouth_sweep_{step:07d}.png", strip(swept))
+    write_image(trainer.workspace / "val" / f"mouth_sweep_{loop.step:07d}.png", strip(swept))
     log.info("mouth: ellipse PSNR on held-out frames %.2f dB (true blendshapes), %.2f (predicted), %.2f (mean)",
              info["val_ellipse_psnr_true"], info["val_ellipse_psnr_predicted"], info["val_ellipse_psnr_mean"])
-    info.update(status="done", step=step, seconds=round(elapsed, 1))
-    trainer._write_log()
+    loop.done()
 
 
 def load_mouth_model(workspace, device):

@@ -11,14 +11,13 @@ plain paste-back vs restored, written to train_log.json and `WORKSPACE/val/portr
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from synctalk.errors import DatasetError
-from synctalk.train.checkpoint import CheckpointManager, capture_rng, restore_rng
+from synctalk.train.loop import StageLoop
 
 log = logging.getLogger("synctalk.train")
 
@@ -94,7 +93,6 @@ def train_portrait(trainer, budget_s: float = 0.0) -> None:
 
     from synctalk.data.source import SourceFrames
     from synctalk.models.portrait import Crop, Restorer
-    from synctalk.train.trainer import EMA
 
     tcfg = trainer.tcfg
     info = trainer.state["stages"].setdefault("portrait", {"status": "pending"})
@@ -124,55 +122,15 @@ def train_portrait(trainer, budget_s: float = 0.0) -> None:
     torch.manual_seed(trainer.cfg.seed)
     restorer = Restorer(**RESTORER_CONFIG).to(device)
     optimizer = torch.optim.AdamW(restorer.parameters(), lr=tcfg.lr_mlp)
-    ema = EMA(restorer, tcfg.ema_decay)
-    rng = np.random.default_rng(trainer.cfg.seed)
-    manager = CheckpointManager(trainer.workspace / "checkpoints" / "portrait", tcfg.keep_last)
-    step, elapsed = 0, 0.0
-    resume = manager.load_latest()
-    if resume is not None:
-        restorer.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        ema.load_state_dict(resume["ema"])
-        rng.bit_generator.state = resume["sampler"]
-        restore_rng(resume["rng"])
-        step, elapsed = resume["step"], resume["elapsed_s"]
+    loop = StageLoop(trainer, "portrait", restorer, optimizer, extra={"restorer_config": RESTORER_CONFIG})
 
-    def save(metric=None) -> None:
-        manager.save(step, {"model": restorer.state_dict(), "optimizer": optimizer.state_dict(),
-                            "ema": ema.state_dict(), "sampler": rng.bit_generator.state, "rng": capture_rng(),
-                            "elapsed_s": elapsed, "restorer_config": RESTORER_CONFIG, "stage": "portrait"},
-                     metric=metric)
+    def loss(rng: np.random.Generator) -> torch.Tensor:
+        batch = _batch(pairs, rng, tcfg.portrait_patch, 4, device)
+        out = restorer(batch["pasted"], batch["render"], batch["mask"], batch["region"])
+        return ((out - batch["target"]).abs() * batch["region"]).sum() / batch["region"].sum().clamp(min=1) / 3
 
-    info.update(status="running", steps=tcfg.portrait_steps)
-    trainer._write_log()
-    bar = tqdm(total=tcfg.portrait_steps, initial=step, desc="train portrait", unit="step",
-               disable=None if trainer.progress else True)
-    try:
-        while step < tcfg.portrait_steps and not (budget_s > 0 and elapsed >= budget_s):
-            t0 = time.perf_counter()
-            batch = _batch(pairs, rng, tcfg.portrait_patch, 4, device)
-            out = restorer(batch["pasted"], batch["render"], batch["mask"], batch["region"])
-            loss = ((out - batch["target"]).abs() * batch["region"]).sum() / batch["region"].sum().clamp(min=1) / 3
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            ema.update(restorer)
-            step += 1
-            elapsed += time.perf_counter() - t0
-            bar.update(1)
-            if step % tcfg.log_every == 0:
-                trainer.writer.add_scalar("portrait/l1_region", loss.item(), step)
-            if step % tcfg.checkpoint_every == 0:
-                save()
-    except KeyboardInterrupt:
-        save()
-        info.update(status="interrupted", step=step)
-        trainer._write_log()
-        raise
-    finally:
-        bar.close()
-    restorer.load_state_dict(ema.state_dict())
-    restorer.eval()
+    loop.run(tcfg.portrait_steps, loss, "portrait/l1_region", budget_s)
+    loop.finish()
     plain, restored, rows = [], [], []
     for pair in val_pairs:
         fixed = restorer.restore(pair.pasted, pair.render, pair.mask, pair.region)
@@ -182,12 +140,11 @@ def train_portrait(trainer, budget_s: float = 0.0) -> None:
         rows.append(np.concatenate([pair.target, pair.pasted, fixed, error], 1))
     metric = float(np.mean(restored))
     info.update(val_region_psnr_paste=round(float(np.mean(plain)), 3), val_region_psnr_restored=round(metric, 3))
-    save(metric)
+    loop.save(metric)
     from synctalk.io.images import write_image
 
     (trainer.workspace / "val").mkdir(exist_ok=True)
-    write_image(trainer.workspace / "val" / f"portrait_{step:07d}.png", np.concatenate(rows, 0))
+    write_image(trainer.workspace / "val" / f"portrait_{loop.step:07d}.png", np.concatenate(rows, 0))
     log.info("portrait: repair-region PSNR on validation frames %.2f dB (paste-back) -> %.2f dB (restorer)",
              info["val_region_psnr_paste"], metric)
-    info.update(status="done", step=step, seconds=round(elapsed, 1))
-    trainer._write_log()
+    loop.done()
