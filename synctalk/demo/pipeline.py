@@ -126,14 +126,13 @@ def stage_render(cfg: SyncTalkConfig, report: DemoReport) -> None:
     write_wav(audio, speech, cfg.preprocess.sample_rate_hz)
     device = resolve_device(cfg.device)
     size = cfg.demo.render_size or None
-    plain = render_video(report.out_dir / "workspace", audio, report.out_dir / "render.mp4",
-                         RenderOptions(size=size), device=device)
+    plain = report.out_dir / "render.mp4"
     portrait = render_video(report.out_dir / "workspace", audio, report.out_dir / "render_portrait.mp4",
-                            RenderOptions(portrait=True, size=size), device=device)
-    report.video = plain.video
-    report.files.update(new_speech=audio, render=plain.video, render_portrait=portrait.video)
-    log.info("render: %d frames at %.2f frames/s -> %s (portrait paste-back: %s)", plain.n_frames,
-             plain.render_fps, plain.video, portrait.video)
+                            RenderOptions(portrait=True, plain_video=plain, size=size), device=device)
+    report.video = plain
+    report.files.update(new_speech=audio, render=plain, render_portrait=portrait.video)
+    log.info("render: %d frames at %.2f frames/s -> %s (portrait paste-back: %s)", portrait.n_frames,
+             portrait.render_fps, plain, portrait.video)
 
 
 def models_missing() -> str | None:

@@ -8,6 +8,7 @@ frames, so the first frame starts with the audio at t = 0 and video and audio en
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -31,6 +32,7 @@ class RenderOptions:
     blink: str = "source"             # source | auto | none
     still_frame: int | None = None
     portrait: bool = False            # paste back into the original footage
+    plain_video: Path | None = None   # with portrait: also write the renders before paste-back here (same pass)
     restorer: bool = True             # use the portrait stage's restorer when it exists (with portrait)
     mouth: bool = True                # redraw the mouth with the mouth stage's generator when it exists
     mouth_gain: float = DEFAULT_GAIN  # scale of the predicted mouth blendshapes (the predictor under-shoots)
@@ -93,8 +95,11 @@ def render_video(workspace: str | Path, audio: str | Path, out: str | Path, opti
 
     options = options or RenderOptions()
     out = Path(out)
-    if out.suffix.lower() != ".mp4":
-        raise UserInputError(f"{out}: the output must be an .mp4 file")
+    for path in (out, options.plain_video):
+        if path is not None and Path(path).suffix.lower() != ".mp4":
+            raise UserInputError(f"{path}: the output must be an .mp4 file")
+    if options.plain_video is not None and not options.portrait:
+        raise UserInputError("plain_video is the render before paste-back; it needs portrait=True")
     samples, native, rate = load_driving_audio(audio, options.allow_silent)
     avatar = apply_mouth_options(Avatar.load(workspace, device), options)
     n = avatar.n_frames(len(samples))
@@ -110,13 +115,20 @@ def render_video(workspace: str | Path, audio: str | Path, out: str | Path, opti
     with tempfile.TemporaryDirectory() as tmp:
         track = Path(tmp) / "audio.wav"
         write_wav(track, native, rate)
-        with VideoWriter(out, avatar.fps, audio_path=track) as writer, \
-                tqdm(total=n, desc="render", unit="frame", disable=None if progress else True) as bar:
+        with contextlib.ExitStack() as stack:
+            writer = stack.enter_context(VideoWriter(out, avatar.fps, audio_path=track))
+            plain = None if options.plain_video is None else stack.enter_context(
+                VideoWriter(Path(options.plain_video), avatar.fps, audio_path=track))
+            bar = stack.enter_context(tqdm(total=n, desc="render", unit="frame", disable=None if progress else True))
             for start in range(0, n, options.chunk):
                 t0 = time.perf_counter()
                 frames = list(range(start, min(start + options.chunk, n)))
-                images = render_frames(avatar, features, drive, frames, options.size, portrait)
+                raw: list[np.ndarray] = []
+                images = render_frames(avatar, features, drive, frames, options.size, portrait, raw)
                 report.render_seconds += time.perf_counter() - t0
+                if plain is not None:
+                    for image in raw:
+                        plain.write(image)
                 for k, image in zip(frames, images, strict=True):
                     writer.write(image)
                     if options.frames_dir is not None:
@@ -139,8 +151,9 @@ def apply_mouth_options(avatar, options: RenderOptions):
 
 
 def render_frames(avatar, features: np.ndarray, drive, frames: list[int], size: int | None = None,
-                  portrait: PortraitCompositor | None = None) -> list[np.ndarray]:
-    """uint8 images of output frames ``frames`` (indices into ``features`` and ``drive``)."""
+                  portrait: PortraitCompositor | None = None, raw: list | None = None) -> list[np.ndarray]:
+    """uint8 images of output frames ``frames`` (indices into ``features`` and ``drive``); the renders before any
+    ``portrait`` paste-back are appended to the list ``raw`` when given."""
     from synctalk.models.frame import FrameInputs
     from synctalk.models.torso import pose_vector
 
@@ -157,6 +170,8 @@ def render_frames(avatar, features: np.ndarray, drive, frames: list[int], size: 
         rgb = avatar.render(inputs, pose_frame, size, None if shapes is None else shapes[j]).rgb
         image = (rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         images.append(portrait(image, pose_frame) if portrait is not None else image)
+        if raw is not None:
+            raw.append(image)
     return images
 
 

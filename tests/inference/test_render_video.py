@@ -97,10 +97,18 @@ def test_pose_modes_and_portrait_output_size(trained_workspace, tmp_path):
     audio = _write_audio(tmp_path / "speech.wav", speech_like(0.5, seed=6))
     still = render_video(workspace, audio, tmp_path / "still.mp4", RenderOptions(pose="still", still_frame=3,
                                                                                 blink="none"), progress=False)
-    portrait = render_video(workspace, audio, tmp_path / "portrait.mp4", RenderOptions(portrait=True, blink="auto"),
+    portrait = render_video(workspace, audio, tmp_path / "portrait.mp4",
+                            RenderOptions(portrait=True, blink="auto", plain_video=tmp_path / "plain.mp4"),
                             progress=False)
     assert still.frame_size == (32, 32) and portrait.frame_size == (48, 48)
     assert _video_frames(tmp_path / "portrait.mp4").shape[1:] == (48, 48, 3)
+    # the same pass also wrote the renders before paste-back: what a plain render of the same drive gives
+    render_video(workspace, audio, tmp_path / "alone.mp4", RenderOptions(blink="auto"), progress=False)
+    plain, alone = _video_frames(tmp_path / "plain.mp4"), _video_frames(tmp_path / "alone.mp4")
+    assert plain.shape == (portrait.n_frames, 32, 32, 3)
+    assert np.abs(plain.astype(int) - alone.astype(int)).mean() < 1
+    with pytest.raises(UserInputError, match="needs portrait=True"):
+        render_video(workspace, audio, tmp_path / "x.mp4", RenderOptions(plain_video=tmp_path / "p.mp4"))
 
 
 def test_bad_inputs_fail_with_clear_errors(trained_workspace, tmp_path):
