@@ -149,11 +149,11 @@ def peak_memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def render_split(avatar, frames: list[int], portrait=None, progress: bool = False, features=None, raw=None
-                 ) -> tuple[list[np.ndarray], float]:
-    """Self-driven renders (uint8) of subject frames (audio: ``features`` [N, ...] of the whole clip, default the
-    subject's own), and the rendering frames/s. With ``portrait``, the renders before paste-back are appended to
-    the list ``raw`` when given."""
+def render_split(avatar, frames: list[int], portrait=None, progress: bool = False, features=None, raw=None,
+                 size: int | None = None) -> tuple[list[np.ndarray], float]:
+    """Self-driven renders (uint8, ``size`` pixels square, default the subject's) of subject frames (audio:
+    ``features`` [N, ...] of the whole clip, default the subject's own), and the rendering frames/s. With
+    ``portrait``, the renders before paste-back are appended to the list ``raw`` when given."""
     from tqdm import tqdm
 
     from synctalk.models.frame import FrameInputs
@@ -168,7 +168,7 @@ def render_split(avatar, frames: list[int], portrait=None, progress: bool = Fals
         inputs = FrameInputs(c2w=s.poses[frame], audio_code=avatar.audio_codes(features, [frame])[0],
                              expression=s.expressions[frame], torso_pose=s.pose_vectors[frame],
                              appearance_frame=frame)
-        rgb = avatar.render(inputs, frame, mouth_shapes=None if shapes is None else shapes[j]).rgb
+        rgb = avatar.render(inputs, frame, size, mouth_shapes=None if shapes is None else shapes[j]).rgb
         image = (rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         out.append(portrait(image, frame) if portrait is not None else image)
         if raw is not None:
