@@ -119,6 +119,18 @@ def make_subject(tmp_path):
     return build
 
 
+def interrupt_on_call(function, call: int = 3):
+    """``function`` wrapped to raise KeyboardInterrupt (a Ctrl-C) on its ``call``-th call."""
+    calls = {"n": 0}
+
+    def wrapped(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return function(*args, **kwargs)
+    return wrapped
+
+
 def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
     """16 kHz test audio: a 150 Hz buzz whose loudness follows random syllables (0.1-0.3 s)."""
     rng = np.random.default_rng(seed)

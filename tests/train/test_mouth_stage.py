@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import speech_like, tiny_train_config
+from conftest import interrupt_on_call, speech_like, tiny_train_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -36,16 +36,8 @@ def test_mouth_stage_logs_and_resumes_exactly(make_subject, tmp_path, monkeypatc
     line = TrainReport(tmp_path / "straight", {"mouth": info}).lines()[0]
     assert line.startswith("mouth") and "4 steps" in line and "(from the audio)" in line
 
-    calls = {"n": 0}
     original = mouth._batch
-
-    def interrupted(*args):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(*args)
-
-    monkeypatch.setattr(mouth, "_batch", interrupted)
+    monkeypatch.setattr(mouth, "_batch", interrupt_on_call(original))
     with pytest.raises(KeyboardInterrupt):
         train(subject, tmp_path / "resumed", cfg, progress=False, stages=("mouth",))
     monkeypatch.setattr(mouth, "_batch", original)

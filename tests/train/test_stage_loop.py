@@ -5,6 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import interrupt_on_call
 
 from synctalk.train.loop import StageLoop
 
@@ -38,16 +39,8 @@ def test_interrupted_run_resumes_exactly(tmp_path, with_scheduler):
 
     trainer = fake_trainer(tmp_path / "b")
     loop, loss = make_loop(trainer, with_scheduler)
-    calls = {"n": 0}
-
-    def interrupted(rng):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return loss(rng)
-
     with pytest.raises(KeyboardInterrupt):
-        loop.run(6, interrupted, "toy/loss")
+        loop.run(6, interrupt_on_call(loss, call=4), "toy/loss")
     assert trainer.state["stages"]["toy"] == {"status": "interrupted", "steps": 6, "step": 3}
     resumed, loss = make_loop(trainer, with_scheduler)
     assert resumed.step == 3

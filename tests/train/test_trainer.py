@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import tiny_train_config
+from conftest import interrupt_on_call, tiny_train_config
 
 from synctalk.config import SyncTalkConfig
 from synctalk.errors import SyncTalkError
@@ -50,16 +50,8 @@ def test_interrupted_head_stage_resumes_exactly(subject, tmp_path, monkeypatch):
 
     cfg = tiny_config(lips_steps=0, torso_steps=0, checkpoint_every=1, frames_per_batch=3, mouth_fraction=0.2)
     train(subject, tmp_path / "straight", cfg, progress=False, stages=("head",))
-    calls = {"n": 0}
     original = RaySampler.sample
-
-    def interrupted(self, frame=None):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, frame)
-
-    monkeypatch.setattr(RaySampler, "sample", interrupted)
+    monkeypatch.setattr(RaySampler, "sample", interrupt_on_call(original))
     with pytest.raises(KeyboardInterrupt):
         train(subject, tmp_path / "resumed", cfg, progress=False, stages=("head",))
     monkeypatch.setattr(RaySampler, "sample", original)
