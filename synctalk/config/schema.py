@@ -121,6 +121,8 @@ class TrainConfig:
     field_levels: int = knob(12, "Tri-plane hash levels.")
     field_base: int = knob(64, "Coarsest tri-plane resolution.")
     field_finest: int = knob(512, "Finest tri-plane resolution.")
+    field_features: int = knob(1, "Tri-plane features per level and plane.")
+    field_table_log2: int = knob(14, "Tri-plane hash table rows per level (log2).")
     hidden: int = knob(64, "Hidden width of the density and colour networks.")
     grid_resolution: int = knob(128, "Occupancy grid cells per axis.")
     max_steps: int = knob(512, "Samples per ray at most.")

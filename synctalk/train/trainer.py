@@ -112,7 +112,8 @@ def build_models(cfg: TrainConfig, feature_shape: tuple[int, ...], n_frames: int
 
     names = expression_names(cfg.expression)
     field_cfg = HeadFieldConfig(num_levels=cfg.field_levels, base_resolution=cfg.field_base,
-                                finest_resolution=cfg.field_finest, density_hidden=cfg.hidden,
+                                finest_resolution=cfg.field_finest, features_per_level=cfg.field_features,
+                                log2_table_size=cfg.field_table_log2, density_hidden=cfg.hidden,
                                 color_hidden=cfg.hidden, expression_names=names, expression_dim=len(names))
     head = HeadModel(HeadModelConfig(field=field_cfg, grid_resolution=cfg.grid_resolution, max_steps=cfg.max_steps,
                                      mouth_names=MOUTH_BLENDSHAPE_NAMES if cfg.mouth_weight > 0 else ()),
