@@ -8,7 +8,11 @@ grid and decoded to colour and alpha::
     z   = MLP_pose(pose)                                           # pose [6]: axis-angle + translation
     p'  = p + max_offset * tanh(MLP_deform([freq(p), z]))          # deformation
     f   = [bilinear lookup of p' in L dense 2D grids]              # MultiResGrid2D (grid_sample)
-    rgb, alpha = sigmoid(MLP_color([f, z, appearance]))
+    rgb, alpha = sigmoid(prior(p') + MLP_color([f, z, appearance]))
+
+``prior`` is a fixed image of logits, set before training to the training frames' mean torso (``torso_prior``), so
+the model starts as the mean frame's torso instead of a half-transparent grey layer over the whole frame; the
+networks learn residuals (the colour MLP's last layer starts at zero). Without a prior it is zero.
 
 :func:`composite_layers` stacks head over torso over background.
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -24,7 +29,8 @@ from torch import Tensor, nn
 from synctalk.errors import ConfigError
 from synctalk.field.encoding import FrequencyEncoding
 
-__all__ = ["MultiResGrid2D", "TorsoConfig", "TorsoModel", "composite_layers", "normalize_pixels", "pose_vector"]
+__all__ = ["MultiResGrid2D", "TorsoConfig", "TorsoModel", "composite_layers", "normalize_pixels", "pose_vector",
+           "torso_prior"]
 
 
 def pose_vector(c2w: Tensor) -> Tensor:
@@ -108,6 +114,8 @@ class TorsoConfig:
     """Hidden width of the colour MLP."""
     max_offset: float = 0.2
     """Largest deformation per axis, in normalised units (0.2 = a tenth of the image)."""
+    prior_resolution: int = 128
+    """Side of the prior logit image (:meth:`TorsoModel.set_prior`)."""
 
     def __post_init__(self):
         if self.num_levels < 1 or self.finest_resolution < self.base_resolution:
@@ -146,8 +154,27 @@ class TorsoModel(nn.Module):
                                    config.features_per_level)
         self.color_net = _mlp([self.grid.output_dim + config.pose_code_dim + config.appearance_dim, config.hidden,
                                config.hidden, 4])
+        nn.init.zeros_(self.color_net[-1].weight)  # the output starts as the prior
+        nn.init.zeros_(self.color_net[-1].bias)
+        res = config.prior_resolution
+        self.register_buffer("prior_logits", torch.zeros(1, 4, res, res))  # rgb + alpha logits
         self.appearance = nn.Embedding(n_frames, config.appearance_dim)
         nn.init.zeros_(self.appearance.weight)
+
+    @torch.no_grad()
+    def set_prior(self, rgb: Tensor, alpha: Tensor, eps: float = 0.02) -> None:
+        """Start from a data prior: ``rgb`` [H, W, 3] and ``alpha`` [H, W] in [0, 1] over the whole image (e.g.
+        :func:`torso_prior`); they are resized to ``prior_resolution`` and clamped to [eps, 1 - eps]."""
+        if rgb.dim() != 3 or rgb.shape[-1] != 3 or alpha.shape != rgb.shape[:2]:
+            raise ValueError(f"need rgb [H, W, 3] and alpha [H, W], got {tuple(rgb.shape)}, {tuple(alpha.shape)}")
+        image = torch.cat([rgb, alpha[..., None]], dim=-1).permute(2, 0, 1)[None].float()
+        image = F.interpolate(image.to(self.prior_logits.device), size=self.prior_logits.shape[-2:], mode="area")
+        self.prior_logits.copy_(torch.logit(image.clamp(eps, 1 - eps)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints from before the prior existed: keep the neutral (zero) prior they were trained without
+        state_dict.setdefault(prefix + "prior_logits", torch.zeros_like(self.prior_logits))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def render(self, pixels: Tensor, pose: Tensor, frame_indices: Tensor | int | None = None,
                appearance: Tensor | None = None) -> dict[str, Tensor]:
@@ -175,8 +202,11 @@ class TorsoModel(nn.Module):
         appearance = _per_ray(appearance, n_rays, cfg.appearance_dim, "appearance")
         pose_code = self.pose_net(pose)  # [R, Z]
         offset = cfg.max_offset * torch.tanh(self.deform_net(torch.cat([self.pixel_encoding(pixels), pose_code], -1)))
-        features = self.grid(pixels + offset)
-        out = self.color_net(torch.cat([features, pose_code, appearance], dim=-1))
+        moved = pixels + offset
+        features = self.grid(moved)
+        prior = F.grid_sample(self.prior_logits, moved[None, :, None, :], mode="bilinear", padding_mode="border",
+                              align_corners=False)[0, :, :, 0].T  # [R, 4]; pixel centres as normalize_pixels
+        out = prior + self.color_net(torch.cat([features, pose_code, appearance], dim=-1))
         return {"rgb": torch.sigmoid(out[:, :3]), "alpha": torch.sigmoid(out[:, 3]), "offset": offset}
 
     def param_groups(self, lr_grid: float, lr_mlp: float, weight_decay: float = 0.0) -> list[dict]:
@@ -186,6 +216,29 @@ class TorsoModel(nn.Module):
         other = [p for p in self.parameters() if id(p) not in grid_ids]
         return [{"name": "grid", "params": grid_params, "lr": lr_grid, "weight_decay": 0.0},
                 {"name": "mlp", "params": other, "lr": lr_mlp, "weight_decay": weight_decay}]
+
+
+def torso_prior(frames, neck_torso_labels: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """Mean torso of frames: ``(rgb [H, W, 3], alpha [H, W])`` in [0, 1] for :meth:`TorsoModel.set_prior`.
+
+    Args:
+        frames: iterable of ``(image [H, W, 3] uint8, parsing [H, W] labels)``.
+        neck_torso_labels: parsing labels that are torso (the neck and torso).
+
+    ``alpha`` is the fraction of frames where a pixel is torso; ``rgb`` its mean colour there, pulled towards the
+    mean colour of all torso pixels where it is rarely torso (by one frame's weight).
+    """
+    colour_sum, count, n = 0.0, 0.0, 0
+    for image, parsing in frames:
+        mask = np.isin(parsing, neck_torso_labels).astype(np.float64)
+        colour_sum = colour_sum + image * mask[..., None] / 255
+        count = count + mask
+        n += 1
+    if n == 0:
+        raise ValueError("torso_prior needs at least one frame")
+    overall = colour_sum.sum((0, 1)) / max(count.sum(), 1)
+    rgb = (colour_sum + overall) / (count + 1)[..., None]
+    return torch.from_numpy(rgb).float(), torch.from_numpy(count / n).float()
 
 
 def _per_ray(value: Tensor, n_rays: int, dim: int, name: str) -> Tensor:

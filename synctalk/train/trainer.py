@@ -41,7 +41,7 @@ import torch
 
 from synctalk.config import SyncTalkConfig, TrainConfig
 from synctalk.data import SubjectDataset
-from synctalk.data.contract import TRAIN_STEPS
+from synctalk.data.contract import PARSING_LABELS, TRAIN_STEPS
 from synctalk.data.sampler import RayBatch, RaySampler
 from synctalk.errors import SyncTalkError
 from synctalk.io.atomic import atomic_write_json
@@ -311,6 +311,8 @@ class Trainer:
         resume = manager.load_latest()
         if resume is None and stage == "head":
             elapsed = self._warm_up_audio()  # before the EMA copies the weights
+        if resume is None and stage == "torso":
+            self._set_torso_prior()
         ema = EMA(module, self.tcfg.ema_decay)
         if resume is not None:
             module.load_state_dict(resume["model"])
@@ -468,6 +470,16 @@ class Trainer:
             gt = target.reshape(-1, p, p, 3).permute(0, 3, 1, 2)
             losses["lips"] = lip_patch_loss(pred, gt, self.tcfg.lips_ssim_weight, self.tcfg.lips_gradient_weight)
         return losses
+
+    def _set_torso_prior(self, max_frames: int = 200) -> None:
+        """The torso starts as the training frames' mean torso (up to `max_frames` evenly spaced frames)."""
+        from synctalk.models.torso import torso_prior
+
+        train = np.asarray(self.data.train)
+        frames = train[np.linspace(0, len(train) - 1, min(max_frames, len(train))).round().astype(int)]
+        labels = (PARSING_LABELS["neck"], PARSING_LABELS["torso"])
+        rgb, alpha = torso_prior(((self.ds.gt(int(f)), self.ds.parsing(int(f))) for f in frames), labels)
+        self.torso.set_prior(rgb, alpha)
 
     def _update_grid(self, step: int) -> None:
         frames = torch.as_tensor(np.random.default_rng(step).choice(self.data.train, 8), device=self.device)

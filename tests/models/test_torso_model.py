@@ -1,10 +1,11 @@
 """Torso: pose vector and pixel normalisation hand values, bilinear 2D grid lookup, shapes and ranges, compositing
-hand values, a tiny fit of a pose-dependent torso edge."""
+hand values, the mean-torso prior, a tiny fit of a pose-dependent torso edge."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from synctalk.models.torso import (
     composite_layers,
     normalize_pixels,
     pose_vector,
+    torso_prior,
 )
 from synctalk.render import pixel_grid
 
@@ -111,3 +113,41 @@ def test_fits_a_pose_dependent_torso_edge():
         final = float(loss_of(0) + loss_of(1))
     # ~0.13 → ~3e-5; with the pose zeroed the two edges cannot both be fitted and it stalls at ~0.017
     assert final < initial / 100, (initial, final)
+
+
+def test_torso_prior_hand_values():
+    red, blue = np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2, 3), np.uint8)
+    red[..., 0], blue[..., 2] = 255, 255
+    torso, other = 3, 0
+    parsing_a = np.array([[other, torso], [torso, torso]])
+    parsing_b = np.array([[other, other], [torso, 5]])  # 5: not a torso label
+    rgb, alpha = torso_prior([(red, parsing_a), (blue, parsing_b)], (torso,))
+    torch.testing.assert_close(alpha, torch.tensor([[0.0, 0.5], [1.0, 0.5]]))
+    # torso pixels: red x3 (frame a), blue x1 (frame b); their mean colour (0.75, 0, 0.25) is added with weight 1
+    overall = torch.tensor([0.75, 0.0, 0.25])
+    torch.testing.assert_close(rgb[0, 0], overall)  # never torso: the overall mean
+    torch.testing.assert_close(rgb[0, 1], (torch.tensor([1.0, 0, 0]) + overall) / 2)
+    torch.testing.assert_close(rgb[1, 0], (torch.tensor([1.0, 0, 0]) + torch.tensor([0, 0, 1.0]) + overall) / 3)
+    with pytest.raises(ValueError, match="at least one frame"):
+        torso_prior([], (torso,))
+
+
+def test_untrained_torso_renders_its_prior_and_old_checkpoints_load():
+    torch.manual_seed(0)
+    model = TorsoModel(TorsoConfig(base_resolution=8, finest_resolution=16, prior_resolution=4), n_frames=2)
+    neutral = model.render(torch.zeros(3, 2), torch.zeros(6))
+    torch.testing.assert_close(neutral["alpha"], torch.full((3,), 0.5))  # no prior: zero logits
+    rgb, alpha = torch.rand(4, 4, 3) * 0.8 + 0.1, torch.rand(4, 4) * 0.8 + 0.1
+    model.set_prior(rgb, alpha)
+    pixels = pixel_grid(4, 4)  # (u, v) for rows of 4
+    out = model.render(normalize_pixels(pixels, 4, 4), torch.randn(6), frame_indices=1)
+    u, v = pixels[:, 0].long(), pixels[:, 1].long()
+    torch.testing.assert_close(out["rgb"], rgb[v, u])  # each pixel centre reads its own prior cell
+    torch.testing.assert_close(out["alpha"], alpha[v, u])
+    model.set_prior(torch.ones(4, 4, 3), torch.zeros(4, 4))
+    torch.testing.assert_close(model.render(torch.zeros(1, 2), torch.zeros(6))["alpha"], torch.tensor([0.02]))
+    with pytest.raises(ValueError, match="alpha"):
+        model.set_prior(rgb, alpha[:2])
+    old = {k: v for k, v in model.state_dict().items() if k != "prior_logits"}
+    model.load_state_dict(old)  # a checkpoint from before the prior: strict loading still works, prior neutral
+    assert model.prior_logits.abs().max().item() == 0.0

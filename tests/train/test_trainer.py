@@ -39,6 +39,19 @@ def test_all_stages_run_and_leave_checkpoints(subject, tmp_path):
 
     sheet = read_image(tmp_path / "ws" / "val" / "torso_0000002.png")
     assert sheet.shape == (16, 16 * 6, 3)  # gt | render | error | audio att. | expression att. | opacity
+    # the torso started from the training frames' mean torso (the prior is a fixed buffer, kept in checkpoints)
+    from synctalk.data import SubjectDataset
+    from synctalk.data.contract import PARSING_LABELS
+    from synctalk.models.torso import TorsoModel, torso_prior
+    from synctalk.train.checkpoint import CheckpointManager
+
+    ds = SubjectDataset(subject)
+    expected = TorsoModel()
+    expected.set_prior(*torso_prior(((ds.gt(f), ds.parsing(f)) for f in ds.split("train")),
+                                    (PARSING_LABELS["neck"], PARSING_LABELS["torso"])))
+    saved = CheckpointManager(tmp_path / "ws" / "checkpoints" / "torso").load_latest()["model"]["prior_logits"]
+    torch.testing.assert_close(saved, expected.prior_logits)
+    assert saved.abs().max() > 1  # not the neutral prior
     # finished stages are skipped
     again = train(subject, tmp_path / "ws", tiny_config(frames_per_batch=2), progress=False)
     assert again.stages["head"]["seconds"] == report.stages["head"]["seconds"]
