@@ -480,6 +480,8 @@ class Trainer:
         labels = (PARSING_LABELS["neck"], PARSING_LABELS["torso"])
         rgb, alpha = torso_prior(((self.ds.gt(int(f)), self.ds.parsing(int(f))) for f in frames), labels)
         self.torso.set_prior(rgb, alpha)
+        picture = torch.cat([rgb * alpha[..., None], alpha[..., None].expand_as(rgb)], dim=1)
+        self.writer.add_image("torso/prior (mean torso premultiplied | alpha)", picture.permute(2, 0, 1), 0)
 
     def _update_grid(self, step: int) -> None:
         frames = torch.as_tensor(np.random.default_rng(step).choice(self.data.train, 8), device=self.device)

@@ -52,6 +52,11 @@ def test_all_stages_run_and_leave_checkpoints(subject, tmp_path):
     saved = CheckpointManager(tmp_path / "ws" / "checkpoints" / "torso").load_latest()["model"]["prior_logits"]
     torch.testing.assert_close(saved, expected.prior_logits)
     assert saved.abs().max() > 1  # not the neutral prior
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "ws" / "tb"))
+    events.Reload()
+    assert any(tag.startswith("torso/prior") for tag in events.Tags()["images"])  # the prior as a picture
     # finished stages are skipped
     again = train(subject, tmp_path / "ws", tiny_config(frames_per_batch=2), progress=False)
     assert again.stages["head"]["seconds"] == report.stages["head"]["seconds"]
