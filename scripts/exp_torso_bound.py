@@ -46,11 +46,10 @@ def shoulder_heights(parsing: np.ndarray, neck_torso: tuple[int, ...]) -> tuple[
 
 
 def print_shoulder_fit(ds, pose: np.ndarray, train: np.ndarray, val: np.ndarray, size: int) -> None:
-    from synctalk.data.contract import PARSING_LABELS
+    from synctalk.data.contract import TORSO_LABELS
 
-    neck_torso = (PARSING_LABELS["neck"], PARSING_LABELS["torso"])
     scale = size / ds.width
-    heights = np.array([shoulder_heights(ds.parsing(int(f)), neck_torso) for f in range(len(ds))]) * scale
+    heights = np.array([shoulder_heights(ds.parsing(int(f)), TORSO_LABELS) for f in range(len(ds))]) * scale
     design = np.c_[pose, np.ones(len(pose))]
     weights = np.linalg.lstsq(design[train], heights[train], rcond=None)[0]
     print(f"\n| shoulder line ({size} px) | std, training | std, held-out | R² from pose, training | "
@@ -80,7 +79,7 @@ def main() -> int:
     import torch
 
     from synctalk.data import SubjectDataset
-    from synctalk.data.contract import HEAD_LABELS, PARSING_LABELS
+    from synctalk.data.contract import HEAD_LABELS, PARSING_LABELS, TORSO_LABELS
     from synctalk.models.torso import pose_vector
 
     ds = SubjectDataset(args.subject, require=("frames", "parsing", "pose", "splits"))
@@ -95,8 +94,7 @@ def main() -> int:
 
     images = {int(f): image(f) for f in np.concatenate([train, val])}
     mean = np.mean([images[int(f)] for f in train], axis=0)
-    torso_labels = (PARSING_LABELS["neck"], PARSING_LABELS["torso"])
-    regions = {"head": lambda lab: np.isin(lab, HEAD_LABELS), "neck + torso": lambda lab: np.isin(lab, torso_labels),
+    regions = {"head": lambda lab: np.isin(lab, HEAD_LABELS), "neck + torso": lambda lab: np.isin(lab, TORSO_LABELS),
                "background": lambda lab: lab == PARSING_LABELS["background"],
                "full frame": lambda lab: np.ones(lab.shape, bool)}
 

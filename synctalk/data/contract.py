@@ -38,6 +38,7 @@ PARSING_LABELS: dict[str, int] = {
 }
 HEAD_LABELS = (1, 4, 5, 6, 7)
 MOUTH_LABELS = (4, 5)
+TORSO_LABELS = (2, 3)  # neck and torso
 MAX_LABEL = max(PARSING_LABELS.values())
 
 # face_flags.npy values.

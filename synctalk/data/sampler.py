@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from synctalk.data.contract import HEAD_LABELS, MOUTH_LABELS, PARSING_LABELS
+from synctalk.data.contract import HEAD_LABELS, MOUTH_LABELS, TORSO_LABELS
 from synctalk.data.subject import SubjectDataset
 
 NOSE_TIP, CHIN = 1, 152          # MediaPipe mesh indices: the lower face runs from the nose tip to the chin
@@ -30,7 +30,7 @@ MOUTH_CENTRE = (13, 14)          # inner upper / lower lip
 LIP_LANDMARKS = (0, 17, 61, 291)  # top of the upper lip, bottom of the lower lip, the two mouth corners
 BOX_MARGIN = 0.25               # growth of the focus region's bounding box per side, for box_fraction rays
 MOUTH_MARGIN = 0.5              # growth of the mouth's bounding box per side, for mouth_fraction rays
-FOCUS_LABELS = {"head": HEAD_LABELS, "torso": (PARSING_LABELS["neck"], PARSING_LABELS["torso"])}
+FOCUS_LABELS = {"head": HEAD_LABELS, "torso": TORSO_LABELS}
 
 
 @dataclass
@@ -131,8 +131,7 @@ class RaySampler:
             target=ds.gt(frame)[ys, xs].astype(np.float32) / 255.0,
             behind=self._behind_image(frame)[ys, xs].astype(np.float32) / 255.0,
             head=np.isin(picked, HEAD_LABELS), lower_face=lower_face_mask(labels, ds.landmarks[frame])[ys, xs],
-            mouth=np.isin(picked, MOUTH_LABELS), torso=np.isin(picked, (PARSING_LABELS["neck"],
-                                                                        PARSING_LABELS["torso"])))
+            mouth=np.isin(picked, MOUTH_LABELS), torso=np.isin(picked, TORSO_LABELS))
 
     def _box_pixels(self, region_x: np.ndarray, region_y: np.ndarray, margin: float, n: int, shape: tuple[int, int]
                     ) -> tuple[np.ndarray, np.ndarray]:

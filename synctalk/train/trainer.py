@@ -41,7 +41,7 @@ import torch
 
 from synctalk.config import SyncTalkConfig, TrainConfig
 from synctalk.data import SubjectDataset
-from synctalk.data.contract import PARSING_LABELS, TRAIN_STEPS
+from synctalk.data.contract import TORSO_LABELS, TRAIN_STEPS
 from synctalk.data.sampler import RayBatch, RaySampler
 from synctalk.errors import SyncTalkError
 from synctalk.io.atomic import atomic_write_json
@@ -477,8 +477,7 @@ class Trainer:
 
         train = np.asarray(self.data.train)
         frames = train[np.linspace(0, len(train) - 1, min(max_frames, len(train))).round().astype(int)]
-        labels = (PARSING_LABELS["neck"], PARSING_LABELS["torso"])
-        rgb, alpha = torso_prior(((self.ds.gt(int(f)), self.ds.parsing(int(f))) for f in frames), labels)
+        rgb, alpha = torso_prior(((self.ds.gt(int(f)), self.ds.parsing(int(f))) for f in frames), TORSO_LABELS)
         self.torso.set_prior(rgb, alpha)
         picture = torch.cat([rgb * alpha[..., None], alpha[..., None].expand_as(rgb)], dim=1)
         self.writer.add_image("torso/prior (mean torso premultiplied | alpha)", picture.permute(2, 0, 1), 0)

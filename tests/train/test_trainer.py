@@ -41,14 +41,13 @@ def test_all_stages_run_and_leave_checkpoints(subject, tmp_path):
     assert sheet.shape == (16, 16 * 6, 3)  # gt | render | error | audio att. | expression att. | opacity
     # the torso started from the training frames' mean torso (the prior is a fixed buffer, kept in checkpoints)
     from synctalk.data import SubjectDataset
-    from synctalk.data.contract import PARSING_LABELS
+    from synctalk.data.contract import TORSO_LABELS
     from synctalk.models.torso import TorsoModel, torso_prior
     from synctalk.train.checkpoint import CheckpointManager
 
     ds = SubjectDataset(subject)
     expected = TorsoModel()
-    expected.set_prior(*torso_prior(((ds.gt(f), ds.parsing(f)) for f in ds.split("train")),
-                                    (PARSING_LABELS["neck"], PARSING_LABELS["torso"])))
+    expected.set_prior(*torso_prior(((ds.gt(f), ds.parsing(f)) for f in ds.split("train")), TORSO_LABELS))
     saved = CheckpointManager(tmp_path / "ws" / "checkpoints" / "torso").load_latest()["model"]["prior_logits"]
     torch.testing.assert_close(saved, expected.prior_logits)
     assert saved.abs().max() > 1  # not the neutral prior
