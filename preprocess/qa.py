@@ -158,3 +158,33 @@ def head_axes_sheet(ds: SubjectDataset, c2w: np.ndarray, c2w_raw: np.ndarray, K:
                          thickness, cv2.LINE_AA)
         tiles.append(_tile(image, f"frame {i}"))
     write_image(path, np.concatenate(tiles, axis=1))
+
+
+def torso_track_plot(ds: SubjectDataset, track, path: Path) -> None:
+    """The torso track over time (shift in pixels, scale) beside the canonical template it is measured against."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from synctalk.face.landmarks import runs
+
+    t = np.arange(len(ds)) / ds.fps
+    shift = track.tracks[:, :, 2] * np.array([ds.width, ds.height]) / 2
+    scale = np.sqrt(np.abs(np.linalg.det(track.tracks[:, :, :2])))
+    fig, (ax, image) = plt.subplots(1, 2, figsize=(14, 3.6), gridspec_kw={"width_ratios": [4, 1]})
+    ax.plot(t, shift[:, 0], color="C0", lw=1, label="shift x (px)")
+    ax.plot(t, shift[:, 1], color="C1", lw=1, label="shift y (px)")
+    ax.plot(t, (scale - 1) * 100, color="C2", lw=1, label="scale - 1 (%)")
+    for k, (a, b) in enumerate(runs(track.failed)):
+        ax.axvspan(a / ds.fps, (b + 1) / ds.fps, color="0.6", alpha=0.4, lw=0, label="interpolated" if k == 0 else None)
+    ax.set(xlabel="time (s)", xlim=(0, len(ds) / ds.fps), title="torso track (canonical template -> frame)")
+    ax.legend(loc="upper right", fontsize=8, ncol=4)
+    if track.template.size:
+        image.imshow(track.template, cmap="gray", vmin=0, vmax=1)
+    image.set_title("template frame", fontsize=9)
+    image.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)

@@ -178,6 +178,23 @@ def run_torso(ctx: Context) -> dict:
     return {}
 
 
+def run_torso_track(ctx: Context) -> dict:
+    from preprocess.qa import torso_track_plot
+    from preprocess.torso_track import track_torso
+
+    ds = ctx.dataset("frames", "parsing", "background")
+    track = track_torso(len(ds), lambda i: (ds.gt(i), ds.parsing(i)), ctx.cfg.torso_track_motion,
+                        workers=ctx.cfg.workers, progress=ctx.progress)
+    ctx.writer.save_array("torso_track.npy", track.tracks)
+    stats = track.stats(ds.width)
+    if stats["interpolated_frames"]:
+        log.info("torso track: %d frame(s) without a usable alignment took their neighbours' track",
+                 stats["interpolated_frames"])
+    if ctx.cfg.qa:
+        torso_track_plot(ds, track, ctx.root / "qa" / "torso_track.png")
+    return stats
+
+
 def run_pose(ctx: Context) -> dict:
     from preprocess.pose import estimate_head_poses
     from preprocess.qa import head_axes_sheet, pose_plot
@@ -282,6 +299,7 @@ PIPELINE: tuple[Step, ...] = (
     Step("parsing", run_parsing, ("frames", "landmarks"), ("parser",)),
     Step("background", run_background, ("frames", "parsing"), ("background_samples",)),
     Step("torso", run_torso, ("frames", "parsing", "landmarks", "background")),
+    Step("torso_track", run_torso_track, ("frames", "parsing", "background"), ("torso_track_motion",)),
     Step("pose", run_pose, ("frames", "landmarks"),
          ("pose_focal_range", "pose_smoothness", "pose_track_points", "pose_iterations")),
     Step("audio_features", run_audio_features, ("frames", "audio", "landmarks"),

@@ -83,6 +83,9 @@ def build_subject(root: Path, n_frames: int = 12, size: tuple[int, int] = (24, 3
         for i in range(n_frames):
             writer.write_frame("torso", i, np.zeros((height, width, 3), np.uint8))
         writer.mark_step("torso")
+    if "torso_track" in steps:
+        writer.save_array("torso_track.npy", np.tile(np.eye(2, 3), (n_frames, 1, 1)))
+        writer.mark_step("torso_track")
     if "pose" in steps:
         writer.save_array("poses.npy", np.tile(np.eye(4), (n_frames, 1, 1)))
         writer.save_array("poses_raw.npy", np.tile(np.eye(4), (n_frames, 1, 1)))

@@ -49,7 +49,8 @@ def print_summary(report) -> None:
         fps = f"{report.n_frames / step.seconds:.1f}" if step.status == "ran" and step.seconds > 0 else ""
         notes = ", ".join(f"{k}={v}" for k, v in step.stats.items()
                           if k in ("faces_detected_fraction", "interpolated", "excluded", "train", "val", "next",
-                                   "background_seen_fraction", "rms_dbfs") and v not in ("", None))
+                                   "background_seen_fraction", "rms_dbfs", "shift_std_px", "interpolated_frames")
+                          and v not in ("", None))
         table.add_row(step.name, step.status, f"{step.seconds:.1f}" if step.seconds else "", fps, notes)
     console = Console()
     console.print(table)

@@ -47,6 +47,8 @@ class PreprocessConfig:
                                       "only).")
     pose_iterations: int = knob(300, "L-BFGS iterations of the head-pose bundle adjustment.")
     val_fraction: float = knob(0.1, "Last part of the clip held out for validation (fraction of frames).")
+    torso_track_motion: str = knob("affine", "2D motion model of the torso track: affine, euclidean, translation "
+                                   "or none (identity: the torso model follows the head pose only).")
     workers: int = knob(2, "Worker threads for per-frame steps.")
     qa: bool = knob(True, "Write QA contact sheets and plots to SUBJECT/qa/.")
 

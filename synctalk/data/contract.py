@@ -76,6 +76,7 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("parsing", frame_dirs=("parsing",)),
     Step("background", frame_dirs=("gt",), files=("background.png",)),
     Step("torso", frame_dirs=("torso",)),
+    Step("torso_track", arrays=(ArraySpec("torso_track.npy", ("N", 2, 3), "float32"),)),
     Step("pose", arrays=(
         ArraySpec("poses.npy", ("N", 4, 4), "float32"),
         ArraySpec("poses_raw.npy", ("N", 4, 4), "float32"),
@@ -87,8 +88,8 @@ STEPS: dict[str, Step] = {s.name: s for s in (
 )}
 
 # What `synctalk train` needs.
-TRAIN_STEPS = ("frames", "audio", "landmarks", "parsing", "background", "torso", "pose", "audio_features",
-               "splits")
+TRAIN_STEPS = ("frames", "audio", "landmarks", "parsing", "background", "torso", "torso_track", "pose",
+               "audio_features", "splits")
 
 FRAME_NAME_DIGITS = 6
 # Extension each per-frame folder is written with; label maps must be lossless.

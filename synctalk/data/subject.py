@@ -298,6 +298,11 @@ class SubjectDataset:
         return self._array("poses.npy", "pose")
 
     @property
+    def torso_track(self) -> np.ndarray:
+        """`[N, 2, 3] float32` affine maps of the torso, canonical → frame, in [-1, 1]^2 image coordinates."""
+        return self._array("torso_track.npy", "torso_track")
+
+    @property
     def poses_raw(self) -> np.ndarray:
         return self._array("poses_raw.npy", "pose")
 

@@ -167,7 +167,7 @@ def render_split(avatar, frames: list[int], portrait=None, progress: bool = Fals
         s = avatar.subject
         inputs = FrameInputs(c2w=s.poses[frame], audio_code=avatar.audio_codes(features, [frame])[0],
                              expression=s.expressions[frame], torso_pose=s.pose_vectors[frame],
-                             appearance_frame=frame)
+                             torso_track=s.torso_tracks[frame], appearance_frame=frame)
         rgb = avatar.render(inputs, frame, size, mouth_shapes=None if shapes is None else shapes[j]).rgb
         image = (rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         out.append(portrait(image, frame) if portrait is not None else image)

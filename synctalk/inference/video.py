@@ -166,7 +166,7 @@ def render_frames(avatar, features: np.ndarray, drive, frames: list[int], size: 
     for j, k in enumerate(frames):
         pose_frame = int(drive.pose_frames[k])
         inputs = FrameInputs(c2w=c2w[j], audio_code=codes[j], expression=expressions[j], torso_pose=torso_poses[j],
-                             appearance_frame=pose_frame)
+                             torso_track=avatar.subject.torso_tracks[pose_frame], appearance_frame=pose_frame)
         rgb = avatar.render(inputs, pose_frame, size, None if shapes is None else shapes[j]).rgb
         image = (rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         images.append(portrait(image, pose_frame) if portrait is not None else image)

@@ -29,6 +29,7 @@ class FrameInputs:
         expression: [E] upper-face blendshapes (``expression_from_blendshapes``).
         torso_pose: [6] ``pose_vector(c2w)``.
         appearance_frame: training frame whose appearance codes to use; None = the zero code (novel frames).
+        torso_track: [2, 3] where the body is (the pose frame's ``torso_track.npy`` row); None = the template.
     """
 
     c2w: Tensor
@@ -36,6 +37,7 @@ class FrameInputs:
     expression: Tensor
     torso_pose: Tensor
     appearance_frame: int | None = None
+    torso_track: Tensor | None = None
 
 
 @dataclass
@@ -85,7 +87,8 @@ def render_frame(head: HeadModel, torso: TorsoModel | None, inputs: FrameInputs,
         head_alpha.append(out["opacity"])
         if torso is not None:
             coords = normalize_pixels(pixels[sl], width, height)
-            body = torso.render(coords, inputs.torso_pose, frame_indices=inputs.appearance_frame)
+            body = torso.render(coords, inputs.torso_pose, frame_indices=inputs.appearance_frame,
+                                track=inputs.torso_track)
             torso_alpha.append(body["alpha"])
             rows.append(composite_layers(out["rgb"], out["opacity"], body["rgb"], body["alpha"], behind[sl]))
         else:

@@ -5,14 +5,20 @@ model: each pixel is shifted by a pose-dependent 2D offset, then looked up in a 
 grid and decoded to colour and alpha::
 
     p   = pixel in [-1, 1]^2                                       # normalize_pixels
+    q   = A^-1 p                                                   # the frame's torso track (canonical -> frame)
     z   = MLP_pose(pose)                                           # pose [6]: axis-angle + translation
-    p'  = p + max_offset * tanh(MLP_deform([freq(p), z]))          # deformation
+    p'  = q + max_offset * tanh(MLP_deform([freq(q), z]))          # deformation
     f   = [bilinear lookup of p' in L dense 2D grids]              # MultiResGrid2D (grid_sample)
     rgb, alpha = sigmoid(prior(p') + MLP_color([f, z, appearance]))
 
 ``prior`` is a fixed image of logits, set before training to the training frames' mean torso (``torso_prior``), so
 the model starts as the mean frame's torso instead of a half-transparent grey layer over the whole frame; the
 networks learn residuals (the colour MLP's last layer starts at zero). Without a prior it is zero.
+
+The body sways on its own: the head pose does not predict where the shoulders are. ``A`` is the torso's 2D affine
+motion, tracked on every frame by preprocessing (``torso_track.npy``, like the head pose); the grid and the prior
+live in the canonical (template) coordinates, so the mean torso is sharp and each frame gets it where its body is.
+Without a track ``A`` is the identity.
 
 :func:`composite_layers` stacks head over torso over background.
 """
@@ -29,8 +35,8 @@ from torch import Tensor, nn
 from synctalk.errors import ConfigError
 from synctalk.field.encoding import FrequencyEncoding
 
-__all__ = ["MultiResGrid2D", "TorsoConfig", "TorsoModel", "composite_layers", "normalize_pixels", "pose_vector",
-           "torso_prior"]
+__all__ = ["MultiResGrid2D", "TorsoConfig", "TorsoModel", "apply_affine", "composite_layers", "invert_affine",
+           "normalize_pixels", "normalized_affine", "pixel_affine", "pose_vector", "torso_prior", "warp_to_canonical"]
 
 
 def pose_vector(c2w: Tensor) -> Tensor:
@@ -58,6 +64,49 @@ def normalize_pixels(pixels: Tensor, width: int, height: int) -> Tensor:
     """
     size = torch.tensor([width, height], dtype=torch.float32, device=pixels.device)
     return (pixels.float() + 0.5) / size * 2 - 1
+
+
+def _pixels_from_normalized(width: int, height: int) -> np.ndarray:
+    """3x3 map from normalised coordinates to OpenCV pixel coordinates (pixel centres at integers)."""
+    return np.array([[width / 2, 0, width / 2 - 0.5], [0, height / 2, height / 2 - 0.5], [0, 0, 1]])
+
+
+def normalized_affine(matrix: np.ndarray, width: int, height: int) -> np.ndarray:
+    """An affine map [..., 2, 3] in OpenCV pixel coordinates of a ``width`` x ``height`` image (as from
+    ``cv2.findTransformECC`` or for ``cv2.warpAffine``) → the same map in [-1, 1]^2 (:func:`normalize_pixels`)."""
+    to_pixels = _pixels_from_normalized(width, height)
+    full = np.concatenate([matrix, np.broadcast_to([0.0, 0.0, 1.0], (*matrix.shape[:-2], 1, 3))], axis=-2)
+    return (np.linalg.inv(to_pixels) @ full @ to_pixels)[..., :2, :]
+
+
+def pixel_affine(matrix: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Inverse of :func:`normalized_affine`: a [..., 2, 3] map in [-1, 1]^2 → OpenCV pixels of a ``width`` x
+    ``height`` image."""
+    to_pixels = _pixels_from_normalized(width, height)
+    full = np.concatenate([matrix, np.broadcast_to([0.0, 0.0, 1.0], (*matrix.shape[:-2], 1, 3))], axis=-2)
+    return (to_pixels @ full @ np.linalg.inv(to_pixels))[..., :2, :]
+
+
+def apply_affine(matrix: Tensor, points: Tensor) -> Tensor:
+    """``matrix`` [2, 3] or [R, 2, 3] applied to ``points`` [R, 2]."""
+    return (matrix[..., :2] @ points[..., None])[..., 0] + matrix[..., 2]
+
+
+def invert_affine(matrix: Tensor) -> Tensor:
+    """Inverse of affine maps [..., 2, 3]."""
+    linear = torch.linalg.inv(matrix[..., :2])
+    return torch.cat([linear, -(linear @ matrix[..., 2:])], dim=-1)
+
+
+def warp_to_canonical(image: np.ndarray, track: np.ndarray, nearest: bool = False) -> np.ndarray:
+    """A frame (any resolution) resampled into the canonical torso coordinates of its ``track`` [2, 3]
+    (normalised, canonical → frame): ``out(q) = image(A q)``. ``nearest`` for label maps."""
+    import cv2
+
+    height, width = image.shape[:2]
+    flags = (cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR) | cv2.WARP_INVERSE_MAP
+    return cv2.warpAffine(image, pixel_affine(np.asarray(track, np.float64), width, height), (width, height),
+                          flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
 
 class MultiResGrid2D(nn.Module):
@@ -177,17 +226,18 @@ class TorsoModel(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def render(self, pixels: Tensor, pose: Tensor, frame_indices: Tensor | int | None = None,
-               appearance: Tensor | None = None) -> dict[str, Tensor]:
+               appearance: Tensor | None = None, track: Tensor | None = None) -> dict[str, Tensor]:
         """Torso colour and alpha at pixels.
 
         Args:
             pixels: [R, 2] coordinates in [-1, 1]^2 (:func:`normalize_pixels`).
             pose: [6] (one frame) or [R, 6] (:func:`pose_vector`).
             frame_indices: int or [R] for the appearance code; or ``appearance`` [P] / [R, P]; neither = zero code.
+            track: [2, 3] or [R, 2, 3] torso track (normalised affine, canonical → frame); None = identity.
 
         Returns:
             dict with ``rgb`` [R, 3] (straight, not premultiplied) in (0, 1), ``alpha`` [R] in (0, 1) and
-            ``offset`` [R, 2] (the deformation, normalised units).
+            ``offset`` [R, 2] (the deformation in canonical coordinates, normalised units).
         """
         if pixels.dim() != 2 or pixels.shape[-1] != 2:
             raise ValueError(f"pixels must be [R, 2] in [-1, 1], got {tuple(pixels.shape)}")
@@ -200,6 +250,10 @@ class TorsoModel(nn.Module):
             else:
                 appearance = self.appearance(torch.as_tensor(frame_indices, device=pixels.device).long())
         appearance = _per_ray(appearance, n_rays, cfg.appearance_dim, "appearance")
+        if track is not None:
+            if track.shape[-2:] != (2, 3) or track.dim() not in (2, 3) or (track.dim() == 3 and len(track) != n_rays):
+                raise ValueError(f"track must be [2, 3] or [{n_rays}, 2, 3], got {tuple(track.shape)}")
+            pixels = apply_affine(invert_affine(track), pixels)
         pose_code = self.pose_net(pose)  # [R, Z]
         offset = cfg.max_offset * torch.tanh(self.deform_net(torch.cat([self.pixel_encoding(pixels), pose_code], -1)))
         moved = pixels + offset

@@ -62,6 +62,7 @@ class SubjectTensors:
     mouth: torch.Tensor         # [N, 27] jaw/mouth blendshapes standardised over the training frames
     poses: torch.Tensor         # [N, 4, 4] c2w
     pose_vectors: torch.Tensor  # [N, 6]
+    torso_tracks: torch.Tensor  # [N, 2, 3] canonical → frame (normalised)
     K: torch.Tensor             # [3, 3]
     train: list[int]
     val: list[int]
@@ -163,8 +164,9 @@ def load_subject(ds: SubjectDataset, device, expression_names, poses: str = "sta
         features=torch.as_tensor(np.array(features), dtype=torch.float32, device=device),
         expressions=expression_from_blendshapes(blend, expression_names),
         mouth=(mouth - train_mouth.mean(0)) / train_mouth.std(0).clamp_min(1e-3),
-        poses=c2w, pose_vectors=pose_vector(c2w), K=torch.as_tensor(ds.intrinsics, dtype=torch.float32,
-                                                                    device=device),
+        poses=c2w, pose_vectors=pose_vector(c2w),
+        torso_tracks=torch.as_tensor(np.array(ds.torso_track), dtype=torch.float32, device=device),
+        K=torch.as_tensor(ds.intrinsics, dtype=torch.float32, device=device),
         train=ds.split("train"), val=ds.split("val") or ds.split("train")[-1:])
 
 
@@ -444,7 +446,8 @@ class Trainer:
                 head = self._head_outputs(frames, rays_o, rays_d, None)
             pixels = normalize_pixels(torch.as_tensor(batch.pixels, device=self.device).float(), self.ds.width,
                                       self.ds.height)
-            torso = self.torso.render(pixels, self.data.pose_vectors[frames], frame_indices=frames)
+            torso = self.torso.render(pixels, self.data.pose_vectors[frames], frame_indices=frames,
+                                      track=self.data.torso_tracks[frames])
             rgb = composite_layers(head["rgb"], head["opacity"], torso["rgb"], torso["alpha"], behind)
             losses = {"l1": (rgb - target).abs().mean()}
             if self.tcfg.torso_mask_weight > 0:
@@ -472,12 +475,16 @@ class Trainer:
         return losses
 
     def _set_torso_prior(self, max_frames: int = 200) -> None:
-        """The torso starts as the training frames' mean torso (up to `max_frames` evenly spaced frames)."""
-        from synctalk.models.torso import torso_prior
+        """The torso starts as the training frames' mean torso (up to `max_frames` evenly spaced frames), each frame
+        aligned by its torso track."""
+        from synctalk.models.torso import torso_prior, warp_to_canonical
 
         train = np.asarray(self.data.train)
         frames = train[np.linspace(0, len(train) - 1, min(max_frames, len(train))).round().astype(int)]
-        rgb, alpha = torso_prior(((self.ds.gt(int(f)), self.ds.parsing(int(f))) for f in frames), TORSO_LABELS)
+        tracks = np.asarray(self.ds.torso_track)
+        rgb, alpha = torso_prior(((warp_to_canonical(self.ds.gt(int(f)), tracks[f]),
+                                   warp_to_canonical(self.ds.parsing(int(f)), tracks[f], nearest=True))
+                                  for f in frames), TORSO_LABELS)
         self.torso.set_prior(rgb, alpha)
         picture = torch.cat([rgb * alpha[..., None], alpha[..., None].expand_as(rgb)], dim=1)
         self.writer.add_image("torso/prior (mean torso premultiplied | alpha)", picture.permute(2, 0, 1), 0)
@@ -498,7 +505,7 @@ class Trainer:
         """The conditioning of a subject frame: its pose, audio, expression and appearance code."""
         return FrameInputs(c2w=self.data.poses[frame], audio_code=self.head.encode_audio(self.data.features, frame),
                            expression=self.data.expressions[frame], torso_pose=self.data.pose_vectors[frame],
-                           appearance_frame=frame)
+                           torso_track=self.data.torso_tracks[frame], appearance_frame=frame)
 
     @torch.no_grad()
     def render_frame(self, frame: int, size: int, with_torso: bool) -> FrameOutput:

@@ -1,5 +1,6 @@
 """Torso: pose vector and pixel normalisation hand values, bilinear 2D grid lookup, shapes and ranges, compositing
-hand values, the mean-torso prior, a tiny fit of a pose-dependent torso edge."""
+hand values, the mean-torso prior, the torso track's coordinates against OpenCV, a tiny fit of a pose-dependent
+torso edge."""
 
 from __future__ import annotations
 
@@ -14,10 +15,15 @@ from synctalk.models.torso import (
     MultiResGrid2D,
     TorsoConfig,
     TorsoModel,
+    apply_affine,
     composite_layers,
+    invert_affine,
     normalize_pixels,
+    normalized_affine,
+    pixel_affine,
     pose_vector,
     torso_prior,
+    warp_to_canonical,
 )
 from synctalk.render import pixel_grid
 
@@ -151,3 +157,49 @@ def test_untrained_torso_renders_its_prior_and_old_checkpoints_load():
     old = {k: v for k, v in model.state_dict().items() if k != "prior_logits"}
     model.load_state_dict(old)  # a checkpoint from before the prior: strict loading still works, prior neutral
     assert model.prior_logits.abs().max().item() == 0.0
+
+
+def test_track_coordinates_agree_with_opencv():
+    """A track in normalised coordinates, its OpenCV pixel form and ``warp_to_canonical`` describe the same map; the
+    torso model renders its prior where the track puts it."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    width, height = 16, 12
+    track = np.array([[1.05, 0.04, 0.1], [-0.03, 0.97, -0.15]])
+    pixels = pixel_affine(track, width, height)
+    np.testing.assert_allclose(normalized_affine(pixels, width, height), track, atol=1e-12)
+    # a pixel centre (x, y) in OpenCV terms is normalize_pixels' (u, v) = (x, y)
+    uv = torch.tensor([[3, 4], [10, 2]])
+    frame_point = apply_affine(torch.tensor(track, dtype=torch.float32), normalize_pixels(uv, width, height))
+    expected = pixels[:, :2] @ uv.numpy().T.astype(float) + pixels[:, 2:]
+    torch.testing.assert_close(frame_point, normalize_pixels(torch.tensor(expected.T), width, height).float())
+    point, forward = torch.tensor([[0.3, -0.2]], dtype=torch.float64), torch.tensor(track)
+    torch.testing.assert_close(apply_affine(invert_affine(forward), apply_affine(forward, point)), point)
+    # warp_to_canonical: canonical(q) = frame(A q), i.e. OpenCV's WARP_INVERSE_MAP of the pixel matrix
+    image = rng.uniform(0, 1, (height, width, 3)).astype(np.float32)
+    canonical = warp_to_canonical(image, track)
+    x, y = 5, 6
+    sx, sy = pixels @ np.array([x, y, 1.0])
+    x0, y0 = int(sx), int(sy)
+    fx, fy = sx - x0, sy - y0
+    bilinear = ((1 - fy) * ((1 - fx) * image[y0, x0] + fx * image[y0, x0 + 1]) +
+                fy * ((1 - fx) * image[y0 + 1, x0] + fx * image[y0 + 1, x0 + 1]))
+    np.testing.assert_allclose(canonical[y, x], bilinear, atol=0.02)  # OpenCV's 1/32 px interpolation steps
+
+    # an untrained torso with a prior renders the prior moved by the track: frame(p) = prior(A^-1 p)
+    model = TorsoModel(TorsoConfig(base_resolution=8, finest_resolution=16, prior_resolution=16), n_frames=1)
+    prior = np.zeros((16, 16, 3), np.float32)
+    prior[6:11, 4:12] = 0.9  # a bright block
+    model.set_prior(torch.tensor(prior) + 0.05, torch.full((16, 16), 0.5))
+    shift = np.array([[1.0, 0.0, 0.25], [0.0, 1.0, -0.125]])  # 2 px right, 1 px up at 16 px
+    grid = pixel_grid(16, 16)
+    out = model.render(normalize_pixels(grid, 16, 16), torch.zeros(6), track=torch.tensor(shift, dtype=torch.float32))
+    rendered = out["rgb"].detach().reshape(16, 16, 3).numpy()
+    expected = cv2.warpAffine(prior + 0.05, pixel_affine(shift, 16, 16), (16, 16), borderMode=cv2.BORDER_REPLICATE)
+    np.testing.assert_allclose(rendered, np.clip(expected, 0.02, 0.98), atol=1e-4)
+    assert rendered[5:10, 6:14].min() > 0.9 and rendered[10, 6:14].max() < 0.1  # the block moved up and right
+    identity = model.render(normalize_pixels(grid, 16, 16), torch.zeros(6), track=torch.eye(2, 3))
+    torch.testing.assert_close(identity["rgb"], model.render(normalize_pixels(grid, 16, 16), torch.zeros(6))["rgb"])
+    with pytest.raises(ValueError, match="track must be"):
+        model.render(torch.zeros(3, 2), torch.zeros(6), track=torch.eye(2, 3).repeat(2, 1, 1))

@@ -34,7 +34,7 @@ def test_all_built_steps_ran_and_the_subject_validates(may_subject):
     meta = json.loads((root / "meta.json").read_text())
     assert meta["crop"] == {"x0": 0, "y0": 0, "side": 512, "source_width": 512, "source_height": 512}
     assert meta["source"]["sha256"] and meta["steps"]["landmarks"]["faces_detected_fraction"] >= 0.99
-    for name in ("sheet.png", "blendshapes.png", "crop.png", "pose.png", "pose_axes.png"):
+    for name in ("sheet.png", "blendshapes.png", "crop.png", "pose.png", "pose_axes.png", "torso_track.png"):
         assert (root / "qa" / name).stat().st_size > 5000
 
 
@@ -67,7 +67,7 @@ def test_resume_skips_and_force_reruns_dependents(may_subject, tmp_path, run_pre
     assert {s.status for s in again.steps} == {"up to date"}
     forced = run_preprocess(video, root, force=("background",))
     ran = [s.name for s in forced.steps if s.status == "ran"]
-    assert ran == ["background", "torso"]  # torso depends on background; splits do not
+    assert ran == ["background", "torso", "torso_track"]  # these depend on the background; splits do not
     changed = run_preprocess(video, root, val_fraction=0.2)
     # the sync model leaves the validation tail unseen, so it is retrained with the new split
     assert [s.name for s in changed.steps if s.status == "ran"] == ["audio_features", "splits"]
