@@ -1,18 +1,19 @@
 #!/usr/bin/env python
-"""How far above the mean training frame can a pose-driven head + torso composite get on held-out frames?
+"""How far above the mean training frame can a head + torso composite get on held-out frames?
 
     python scripts/exp_torso_bound.py SUBJECT [-w WORKSPACE] [--size 128] [--every 4] [--sheet errors.png]
 
 1. Without a model: can the head pose predict the torso at all? For every `--every`-th held-out frame, the
    neck + torso region (parsing labels) is predicted by the mean training frame, and by the mean of the K training
    frames whose pose (standardised 6-D pose_vector) is nearest. Leave-one-out on training frames is printed beside
-   it: there, neighbours in pose are also neighbours in time. Then the height of the shoulder line (top of the
-   neck + torso mask, averaged over the outer sixth of the frame on each side) and how much of it a linear fit
-   from the pose explains (R², fitted on training frames).
+   it: there, neighbours in pose are also neighbours in time. Last, the training frames' mean aligned by the torso
+   track (`torso_track.npy`) and moved to each frame's track, which is what the torso model starts from. Then the
+   height of the shoulder line (top of the neck + torso mask, averaged over the outer sixth of the frame on each
+   side) and how much of it a linear fit from the pose explains (R², fitted on training frames).
 2. With a trained workspace: PSNR per region of the model's own render (head over the torso model over the
    background plate), of the head over each frame's true torso plate (a torso oracle) and of the mean training
    frame; then the full frame the composite would reach if the neck + torso region were predicted as well as the
-   best pose predictor of step 1 and everything else were as good as with the oracle.
+   best predictor of step 1 and everything else were as good as with the oracle.
 
 PSNR here pools the squared error over all pixels of a region in all frames (region shares add up).
 """
@@ -80,9 +81,9 @@ def main() -> int:
 
     from synctalk.data import SubjectDataset
     from synctalk.data.contract import HEAD_LABELS, PARSING_LABELS, TORSO_LABELS
-    from synctalk.models.torso import pose_vector
+    from synctalk.models.torso import pixel_affine, pose_vector, warp_to_canonical
 
-    ds = SubjectDataset(args.subject, require=("frames", "parsing", "pose", "splits"))
+    ds = SubjectDataset(args.subject, require=("frames", "parsing", "pose", "torso_track", "splits"))
     size = args.size
     train, val = np.asarray(ds.split("train")), np.asarray(ds.split("val"))[::args.every]
 
@@ -126,6 +127,17 @@ def main() -> int:
         best = max(best, held_out)
         print(f"| mean of the {k} nearest training frames in pose | {held_out:.2f} | "
               f"{torso_psnr(train_probe, nearest_in_pose(k)):.2f} |")
+    tracks = np.asarray(ds.torso_track)
+    aligned = np.mean([warp_to_canonical(images[int(f)], tracks[f]) for f in train], axis=0)
+
+    def moved_by_track(frame: int) -> np.ndarray:
+        return cv2.warpAffine(aligned, pixel_affine(tracks[frame], size, size), (size, size),
+                              borderMode=cv2.BORDER_REPLICATE)
+
+    tracked = torso_psnr(val, moved_by_track)
+    best = max(best, tracked)
+    print(f"| training frames' mean aligned by the torso track, moved to the frame's track | {tracked:.2f} | "
+          f"{torso_psnr(train_probe, moved_by_track):.2f} |")
     print_shoulder_fit(ds, pose, train, np.asarray(ds.split("val")), size)
     if args.workspace is None:
         return 0
@@ -159,7 +171,7 @@ def main() -> int:
     baseline = pooled_psnr(squared["mean training frame"], masks["full frame"])
     model = pooled_psnr(squared["model"], masks["full frame"])
     print(f"\nmodel: {model:.2f} dB full frame, {model - baseline:+.2f} dB over the mean training frame")
-    print(f"bound: {bound:.2f} dB ({bound - baseline:+.2f}) with the neck + torso at the best pose predictor's "
+    print(f"bound: {bound:.2f} dB ({bound - baseline:+.2f}) with the neck + torso at the best predictor's "
           f"{best:.2f} dB and head and background as over the true torso plate")
     goal = 10 ** (-(baseline + 3) / 10)  # full-frame mean squared error of +3 dB
     background = share["background"] * 10 ** (-pooled_psnr(squared["head over the true torso plate"],

@@ -207,6 +207,7 @@ class TorsoModel(nn.Module):
         nn.init.zeros_(self.color_net[-1].bias)
         res = config.prior_resolution
         self.register_buffer("prior_logits", torch.zeros(1, 4, res, res))  # rgb + alpha logits
+        self.register_buffer("follows_track", torch.ones(()))  # 0: trained before torso tracks, ignores them
         self.appearance = nn.Embedding(n_frames, config.appearance_dim)
         nn.init.zeros_(self.appearance.weight)
 
@@ -221,8 +222,9 @@ class TorsoModel(nn.Module):
         self.prior_logits.copy_(torch.logit(image.clamp(eps, 1 - eps)))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # checkpoints from before the prior existed: keep the neutral (zero) prior they were trained without
+        # checkpoints from before the prior / the torso track: keep what they were trained with (no prior, no track)
         state_dict.setdefault(prefix + "prior_logits", torch.zeros_like(self.prior_logits))
+        state_dict.setdefault(prefix + "follows_track", torch.zeros_like(self.follows_track))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def render(self, pixels: Tensor, pose: Tensor, frame_indices: Tensor | int | None = None,
@@ -233,7 +235,8 @@ class TorsoModel(nn.Module):
             pixels: [R, 2] coordinates in [-1, 1]^2 (:func:`normalize_pixels`).
             pose: [6] (one frame) or [R, 6] (:func:`pose_vector`).
             frame_indices: int or [R] for the appearance code; or ``appearance`` [P] / [R, P]; neither = zero code.
-            track: [2, 3] or [R, 2, 3] torso track (normalised affine, canonical → frame); None = identity.
+            track: [2, 3] or [R, 2, 3] torso track (normalised affine, canonical → frame); None = identity (also
+                for models trained before tracks existed).
 
         Returns:
             dict with ``rgb`` [R, 3] (straight, not premultiplied) in (0, 1), ``alpha`` [R] in (0, 1) and
@@ -250,7 +253,7 @@ class TorsoModel(nn.Module):
             else:
                 appearance = self.appearance(torch.as_tensor(frame_indices, device=pixels.device).long())
         appearance = _per_ray(appearance, n_rays, cfg.appearance_dim, "appearance")
-        if track is not None:
+        if track is not None and bool(self.follows_track):
             if track.shape[-2:] != (2, 3) or track.dim() not in (2, 3) or (track.dim() == 3 and len(track) != n_rays):
                 raise ValueError(f"track must be [2, 3] or [{n_rays}, 2, 3], got {tuple(track.shape)}")
             pixels = apply_affine(invert_affine(track), pixels)

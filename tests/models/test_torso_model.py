@@ -154,9 +154,19 @@ def test_untrained_torso_renders_its_prior_and_old_checkpoints_load():
     torch.testing.assert_close(model.render(torch.zeros(1, 2), torch.zeros(6))["alpha"], torch.tensor([0.02]))
     with pytest.raises(ValueError, match="alpha"):
         model.set_prior(rgb, alpha[:2])
-    old = {k: v for k, v in model.state_dict().items() if k != "prior_logits"}
+    old = {k: v for k, v in model.state_dict().items() if k not in ("prior_logits", "follows_track")}
     model.load_state_dict(old)  # a checkpoint from before the prior: strict loading still works, prior neutral
     assert model.prior_logits.abs().max().item() == 0.0
+    # ... and from before torso tracks: it was trained in frame coordinates, so it ignores tracks
+    model.set_prior(rgb, alpha)
+    shifted = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]])  # one prior cell to the right
+    pixels = normalize_pixels(pixel_grid(4, 4), 4, 4)
+    torch.testing.assert_close(model.render(pixels, torch.zeros(6), track=shifted)["rgb"],
+                               model.render(pixels, torch.zeros(6))["rgb"])
+    fresh = TorsoModel(TorsoConfig(base_resolution=8, finest_resolution=16, prior_resolution=4), n_frames=2)
+    fresh.set_prior(rgb, alpha)
+    assert not torch.allclose(fresh.render(pixels, torch.zeros(6), track=shifted)["rgb"],
+                              fresh.render(pixels, torch.zeros(6))["rgb"])
 
 
 def test_track_coordinates_agree_with_opencv():
