@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import interrupt_on_call, tiny_train_config
@@ -24,8 +25,13 @@ def subject(make_subject):
 
 
 def test_all_stages_run_and_leave_checkpoints(subject, tmp_path):
+    from synctalk.data import SubjectWriter
     from synctalk.train.trainer import train
 
+    # the body moves: each frame has its own torso track (shifts of up to a tenth of the image)
+    tracks = np.tile(np.eye(2, 3, dtype=np.float32), (12, 1, 1))
+    tracks[:, :, 2] = np.random.default_rng(0).uniform(-0.2, 0.2, (12, 2))
+    SubjectWriter(subject).save_array("torso_track.npy", tracks)
     # two frames per step: per-ray frames through every stage, two lip patches per lips step
     report = train(subject, tmp_path / "ws", tiny_config(frames_per_batch=2), progress=False)
     assert [report.stages[s]["status"] for s in ("head", "lips", "torso")] == ["done"] * 3
@@ -39,15 +45,18 @@ def test_all_stages_run_and_leave_checkpoints(subject, tmp_path):
 
     sheet = read_image(tmp_path / "ws" / "val" / "torso_0000002.png")
     assert sheet.shape == (16, 16 * 6, 3)  # gt | render | error | audio att. | expression att. | opacity
-    # the torso started from the training frames' mean torso (the prior is a fixed buffer, kept in checkpoints)
+    # the torso started from the training frames' mean torso, aligned by their tracks (the prior is a fixed buffer,
+    # kept in checkpoints)
     from synctalk.data import SubjectDataset
     from synctalk.data.contract import TORSO_LABELS
-    from synctalk.models.torso import TorsoModel, torso_prior
+    from synctalk.models.torso import TorsoModel, torso_prior, warp_to_canonical
     from synctalk.train.checkpoint import CheckpointManager
 
     ds = SubjectDataset(subject)
     expected = TorsoModel()
-    expected.set_prior(*torso_prior(((ds.gt(f), ds.parsing(f)) for f in ds.split("train")), TORSO_LABELS))
+    expected.set_prior(*torso_prior(((warp_to_canonical(ds.gt(f), tracks[f]),
+                                      warp_to_canonical(ds.parsing(f), tracks[f], nearest=True))
+                                     for f in ds.split("train")), TORSO_LABELS))
     saved = CheckpointManager(tmp_path / "ws" / "checkpoints" / "torso").load_latest()["model"]["prior_logits"]
     torch.testing.assert_close(saved, expected.prior_logits)
     assert saved.abs().max() > 1  # not the neutral prior
