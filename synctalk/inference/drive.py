@@ -5,7 +5,7 @@ Pose (`--pose`):
   motion never jumps;
 - ``still``: one frame's pose for the whole video (``still_frame``, default the first training frame);
 - ``smooth``: the ``train`` replay with its poses low-passed (Gaussian, ``sigma`` frames): translations averaged,
-  rotations averaged and projected back onto SO(3).
+  rotations averaged and projected back onto SO(3); the torso tracks low-passed alike.
 
 Blinks (`--blink`), on the eyeBlink channels of the expression vector (the other channels always follow the pose
 frame):
@@ -33,6 +33,7 @@ class Drive:
     pose_frames: np.ndarray     # [N] subject frame whose appearance code (and torso plate) each output frame uses
     c2w: np.ndarray             # [N, 4, 4] camera-to-world poses
     expressions: np.ndarray     # [N, E]
+    torso_tracks: np.ndarray | None = None  # [N, 2, 3] where the body is (the pose frames' torso tracks)
 
 
 def ping_pong(indices: list[int] | np.ndarray, n: int, start: int = 0) -> np.ndarray:
@@ -81,12 +82,14 @@ def blink_curve(n: int, fps: float, rng: np.random.Generator, every_s: tuple[flo
 
 def make_drive(n: int, poses: np.ndarray, expressions: np.ndarray, expression_names: tuple[str, ...] | list[str],
                train_frames: list[int], fps: float, pose: str = "train", blink: str = "source",
-               still_frame: int | None = None, smooth_sigma: float = 3.0, seed: int = 0) -> Drive:
+               still_frame: int | None = None, smooth_sigma: float = 3.0, seed: int = 0,
+               torso_tracks: np.ndarray | None = None) -> Drive:
     """The pose and expression of each of ``n`` output frames.
 
     Args:
         poses: [F, 4, 4] the subject's poses; expressions: [F, E] its expression vectors (columns named by
-            ``expression_names``); train_frames: the frames to replay.
+            ``expression_names``); train_frames: the frames to replay; torso_tracks: [F, 2, 3] the subject's
+            torso tracks (optional).
     """
     if pose not in POSE_MODES:
         raise UserInputError(f"--pose must be one of {', '.join(POSE_MODES)}, got '{pose}'")
@@ -100,8 +103,13 @@ def make_drive(n: int, poses: np.ndarray, expressions: np.ndarray, expression_na
     else:
         frames = ping_pong(train_frames, n)
     c2w = poses[frames].copy()
+    tracks = None if torso_tracks is None else np.asarray(torso_tracks)[frames].copy()
     if pose == "smooth":
         c2w = smooth_poses(c2w, smooth_sigma)
+        if tracks is not None and smooth_sigma > 0:
+            from scipy.ndimage import gaussian_filter1d
+
+            tracks = gaussian_filter1d(tracks, smooth_sigma, axis=0, mode="nearest")
     expr = expressions[frames].copy()
     columns = [i for i, name in enumerate(expression_names) if name in BLINK_NAMES]
     if blink != "source" and columns:
@@ -109,4 +117,4 @@ def make_drive(n: int, poses: np.ndarray, expressions: np.ndarray, expression_na
         opened, closed = np.percentile(scores, 10, axis=0), np.percentile(scores, 95, axis=0)
         curve = blink_curve(n, fps, np.random.default_rng(seed)) if blink == "auto" else np.zeros(n)
         expr[:, columns] = opened + curve[:, None] * (closed - opened)
-    return Drive(frames, c2w, expr)
+    return Drive(frames, c2w, expr, tracks)

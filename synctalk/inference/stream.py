@@ -119,7 +119,7 @@ class StreamRenderer:
         self._make_drive = lambda n: make_drive(
             n, avatar.subject.poses.cpu().numpy(), avatar.subject.expressions.cpu().numpy(),
             avatar.head.config.field.expression_names, avatar.subject.train, self.fps, options.pose, options.blink,
-            options.still_frame, seed=options.seed)
+            options.still_frame, seed=options.seed, torso_tracks=avatar.subject.torso_tracks.cpu().numpy())
         self.drive = self._make_drive(int(horizon_s * self.fps))
         self.audio = np.zeros(0, np.float32)   # samples from self.audio_start on
         self.audio_start = 0
@@ -193,6 +193,7 @@ class _ShiftedDrive:
     def __post_init__(self):
         d, o = self.drive, self.offset
         self.pose_frames, self.c2w, self.expressions = d.pose_frames[o:], d.c2w[o:], d.expressions[o:]
+        self.torso_tracks = None if d.torso_tracks is None else d.torso_tracks[o:]
 
 
 class FrameSink:

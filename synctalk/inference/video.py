@@ -106,7 +106,8 @@ def render_video(workspace: str | Path, audio: str | Path, out: str | Path, opti
     features = avatar.audio_features(samples, n)
     drive = make_drive(n, avatar.subject.poses.cpu().numpy(), avatar.subject.expressions.cpu().numpy(),
                        avatar.head.config.field.expression_names, avatar.subject.train, avatar.fps, options.pose,
-                       options.blink, options.still_frame, seed=options.seed)
+                       options.blink, options.still_frame, seed=options.seed,
+                       torso_tracks=avatar.subject.torso_tracks.cpu().numpy())
     portrait = PortraitCompositor(avatar, options) if options.portrait else None
     if options.frames_dir is not None:
         Path(options.frames_dir).mkdir(parents=True, exist_ok=True)
@@ -162,11 +163,14 @@ def render_frames(avatar, features: np.ndarray, drive, frames: list[int], size: 
     c2w = torch.as_tensor(drive.c2w[frames], dtype=torch.float32, device=avatar.device)
     torso_poses = pose_vector(c2w)
     expressions = torch.as_tensor(drive.expressions[frames], dtype=torch.float32, device=avatar.device)
+    pose_frames = drive.pose_frames[frames]
+    tracks = torch.as_tensor(avatar.subject.torso_tracks.cpu().numpy()[pose_frames] if drive.torso_tracks is None
+                             else drive.torso_tracks[frames], dtype=torch.float32, device=avatar.device)
     images = []
     for j, k in enumerate(frames):
         pose_frame = int(drive.pose_frames[k])
         inputs = FrameInputs(c2w=c2w[j], audio_code=codes[j], expression=expressions[j], torso_pose=torso_poses[j],
-                             torso_track=avatar.subject.torso_tracks[pose_frame], appearance_frame=pose_frame)
+                             torso_track=tracks[j], appearance_frame=pose_frame)
         rgb = avatar.render(inputs, pose_frame, size, None if shapes is None else shapes[j]).rgb
         image = (rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         images.append(portrait(image, pose_frame) if portrait is not None else image)

@@ -56,6 +56,16 @@ def test_blinks_and_modes():
     assert np.ptp(drive.expressions[:, 1]) == 0   # eyes held open
     still = make_drive(5, poses, expressions, names, [2, 3, 4], 25.0, pose="still", still_frame=7)
     assert still.pose_frames.tolist() == [7] * 5 and np.all(still.c2w[:, 0, 3] == 7)
+    # torso tracks come with the pose frames, and are low-passed with the poses in smooth mode
+    tracks = np.tile(np.eye(2, 3), (10, 1, 1))
+    tracks[:, 0, 2] = np.arange(10) % 2 * 0.1  # a body jumping between two places every frame
+    replay = make_drive(30, poses, expressions, names, list(range(10)), 25.0, torso_tracks=tracks)
+    np.testing.assert_array_equal(replay.torso_tracks, tracks[replay.pose_frames])
+    assert make_drive(5, poses, expressions, names, [2], 25.0).torso_tracks is None
+    smooth = make_drive(30, poses, expressions, names, list(range(10)), 25.0, pose="smooth", torso_tracks=tracks)
+    shift = smooth.torso_tracks[5:25, 0, 2]
+    assert np.ptp(shift) < 0.02 and abs(shift.mean() - 0.05) < 0.01
+    np.testing.assert_allclose(smooth.torso_tracks[:, :, :2], np.tile(np.eye(2), (30, 1, 1)))
     with pytest.raises(UserInputError, match="still-frame 12"):
         make_drive(5, poses, expressions, names, [2], 25.0, pose="still", still_frame=12)
     with pytest.raises(UserInputError, match="--pose"):
