@@ -28,19 +28,19 @@ from synctalk.errors import ConfigError
 log = logging.getLogger("synctalk.preprocess")
 
 MOTIONS = ("affine", "euclidean", "translation", "none")
-TRACK_SIDE = 256        # frames are tracked at most this large (the track is resolution-free)
+TRACK_SIDE = 256       # frames are tracked at most this large (the track is resolution-free)
 EDGE_BAND_PX = 5       # background band kept around the body's outline (ECC erodes its mask by ~2 px)
 HEAD_MARGIN_PX = 4     # head pixels dilated by this much are left out (the head moves on its own)
 PYRAMID = (4, 2, 1)    # alignment scales, coarse to fine (divisors of the tracked size)
 MIN_REGION_PX = 50     # fewer pixels to align on: the frame takes its neighbours' track
-MAX_LINEAR = 0.25       # a track whose linear part strays further from the identity is a failure
-MAX_SHIFT = 0.2         # ... or that moves more than this fraction of the side
+MAX_LINEAR = 0.25      # a track whose linear part strays further from the identity is a failure
+MAX_SHIFT = 0.2        # ... or that moves more than this fraction of the side
 
 
 @dataclass
 class TorsoTrack:
     """``tracks`` [N, 2, 3] float32 (normalised, canonical → frame), ``correlation`` [N] (ECC score, NaN where
-    the frame took its neighbours' track), ``template`` [h, w] float32 grey canonical mean at the tracked size."""
+    the frame took its neighbours' track), ``template`` [h, w] float32 grey template frame at the tracked size."""
 
     tracks: np.ndarray
     correlation: np.ndarray
