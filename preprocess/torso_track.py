@@ -160,9 +160,9 @@ def _template_frame(n_frames: int, has_torso: Callable[[int], bool]) -> int | No
 def _centred(tracks: np.ndarray, usable: np.ndarray) -> np.ndarray:
     """The tracks re-expressed so that their mean over usable frames is the identity: canonical coordinates are the
     body's average place (also what a render without a track shows)."""
-    mean = np.vstack([tracks[usable].mean(0), [0, 0, 1]])
-    full = np.concatenate([tracks, np.tile([[[0.0, 0, 1]]], (len(tracks), 1, 1))], axis=1)
-    return (full @ np.linalg.inv(mean))[:, :2].astype(np.float32)
+    from synctalk.models.torso import homogeneous
+
+    return (homogeneous(tracks) @ np.linalg.inv(homogeneous(tracks[usable].mean(0))))[:, :2].astype(np.float32)
 
 
 def _fill_gaps(tracks: np.ndarray, failed: np.ndarray) -> np.ndarray:

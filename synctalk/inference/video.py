@@ -167,8 +167,7 @@ def render_frames(avatar, features: np.ndarray, drive, frames: list[int], size: 
     tracks = torch.as_tensor(avatar.subject.torso_tracks.cpu().numpy()[pose_frames] if drive.torso_tracks is None
                              else drive.torso_tracks[frames], dtype=torch.float32, device=avatar.device)
     images = []
-    for j, k in enumerate(frames):
-        pose_frame = int(drive.pose_frames[k])
+    for j, pose_frame in enumerate(int(f) for f in pose_frames):
         inputs = FrameInputs(c2w=c2w[j], audio_code=codes[j], expression=expressions[j], torso_pose=torso_poses[j],
                              torso_track=tracks[j], appearance_frame=pose_frame)
         rgb = avatar.render(inputs, pose_frame, size, None if shapes is None else shapes[j]).rgb

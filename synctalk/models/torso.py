@@ -35,8 +35,9 @@ from torch import Tensor, nn
 from synctalk.errors import ConfigError
 from synctalk.field.encoding import FrequencyEncoding
 
-__all__ = ["MultiResGrid2D", "TorsoConfig", "TorsoModel", "apply_affine", "composite_layers", "invert_affine",
-           "normalize_pixels", "normalized_affine", "pixel_affine", "pose_vector", "torso_prior", "warp_to_canonical"]
+__all__ = ["MultiResGrid2D", "TorsoConfig", "TorsoModel", "apply_affine", "composite_layers", "homogeneous",
+           "invert_affine", "normalize_pixels", "normalized_affine", "pixel_affine", "pose_vector", "torso_prior",
+           "warp_to_canonical"]
 
 
 def pose_vector(c2w: Tensor) -> Tensor:
@@ -71,7 +72,8 @@ def _pixels_from_normalized(width: int, height: int) -> np.ndarray:
     return np.array([[width / 2, 0, width / 2 - 0.5], [0, height / 2, height / 2 - 0.5], [0, 0, 1]])
 
 
-def _homogeneous(matrix: np.ndarray) -> np.ndarray:
+def homogeneous(matrix: np.ndarray) -> np.ndarray:
+    """Affine maps [..., 2, 3] as [..., 3, 3] matrices (last row 0, 0, 1)."""
     return np.concatenate([matrix, np.broadcast_to([0.0, 0.0, 1.0], (*matrix.shape[:-2], 1, 3))], axis=-2)
 
 
@@ -79,14 +81,14 @@ def normalized_affine(matrix: np.ndarray, width: int, height: int) -> np.ndarray
     """An affine map [..., 2, 3] in OpenCV pixel coordinates of a ``width`` x ``height`` image (as from
     ``cv2.findTransformECC`` or for ``cv2.warpAffine``) → the same map in [-1, 1]^2 (:func:`normalize_pixels`)."""
     to_pixels = _pixels_from_normalized(width, height)
-    return (np.linalg.inv(to_pixels) @ _homogeneous(matrix) @ to_pixels)[..., :2, :]
+    return (np.linalg.inv(to_pixels) @ homogeneous(matrix) @ to_pixels)[..., :2, :]
 
 
 def pixel_affine(matrix: np.ndarray, width: int, height: int) -> np.ndarray:
     """Inverse of :func:`normalized_affine`: a [..., 2, 3] map in [-1, 1]^2 → OpenCV pixels of a ``width`` x
     ``height`` image."""
     to_pixels = _pixels_from_normalized(width, height)
-    return (to_pixels @ _homogeneous(matrix) @ np.linalg.inv(to_pixels))[..., :2, :]
+    return (to_pixels @ homogeneous(matrix) @ np.linalg.inv(to_pixels))[..., :2, :]
 
 
 def apply_affine(matrix: Tensor, points: Tensor) -> Tensor:
