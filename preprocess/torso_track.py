@@ -106,7 +106,7 @@ def track_torso(n_frames: int, frame: Callable[[int], tuple[np.ndarray, np.ndarr
         grey = cv2.cvtColor(cv2.resize(rgb, size, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
         return grey.astype(np.float32) / 255, cv2.resize(labels, size, interpolation=cv2.INTER_NEAREST)
 
-    from synctalk.models.torso import normalized_affine, pixel_affine
+    from synctalk.data.affine import normalized_affine, pixel_affine
 
     def align(template: np.ndarray, i: int) -> tuple[np.ndarray, float]:
         """Coarse to fine (a quarter, half, full size), so motions of several pixels converge too."""
@@ -160,7 +160,7 @@ def _template_frame(n_frames: int, has_torso: Callable[[int], bool]) -> int | No
 def _centred(tracks: np.ndarray, usable: np.ndarray) -> np.ndarray:
     """The tracks re-expressed so that their mean over usable frames is the identity: canonical coordinates are the
     body's average place (also what a render without a track shows)."""
-    from synctalk.models.torso import homogeneous
+    from synctalk.data.affine import homogeneous
 
     return (homogeneous(tracks) @ np.linalg.inv(homogeneous(tracks[usable].mean(0))))[:, :2].astype(np.float32)
 

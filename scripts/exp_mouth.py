@@ -56,7 +56,7 @@ def main() -> int:
     frames = np.asarray(trainer.data.val)[::8][:args.frames]
     size = args.size
     K = scaled_intrinsics(trainer.data.K, size / trainer.ds.width)
-    truth = [trainer._image(trainer.ds.gt(int(f)), size) for f in frames]
+    truth = [trainer.context.image(trainer.ds.gt(int(f)), size) for f in frames]
     truth_landmarks, truth_found, truth_blend = landmarks_of_frames(
         [(t.numpy() * 255).astype(np.uint8) for t in truth], trainer.ds.fps)
     print("| audio code | PSNR | LMD (px) | r(jawOpen, real) | jawOpen std (real) |")
@@ -64,13 +64,13 @@ def main() -> int:
     for label in ("own", "fixed"):
         images = []
         for f in frames:
-            inputs = trainer.frame_inputs(int(f))
+            inputs = trainer.context.frame_inputs(int(f))
             if label == "fixed":
                 inputs = dataclasses.replace(inputs, audio_code=trainer.head.encode_audio(trainer.data.features,
                                                                                           closed))
             with torch.no_grad():
                 out = render_frame(trainer.head, None, inputs, K, size, size,
-                                   trainer._image(trainer.ds.torso(int(f)), size))
+                                   trainer.context.image(trainer.ds.torso(int(f)), size))
             images.append(out.rgb.clamp(0, 1))
         score = np.mean([psnr(image.double(), t.double()) for image, t in zip(images, truth, strict=True)])
         landmarks, found, blend = landmarks_of_frames([(i.numpy() * 255).astype(np.uint8) for i in images],

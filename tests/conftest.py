@@ -150,15 +150,15 @@ def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
 
 def tiny_train_config(**overrides):
     """A training config that runs every stage in seconds on tiny subjects."""
-    from synctalk.config import SyncTalkConfig, TrainConfig
+    from synctalk.config import ModelConfig, NerfHeadConfig, SyncTalkConfig, TrainConfig
 
     train = dict(head_steps=4, lips_steps=2, torso_steps=2, portrait_steps=2, portrait_frames=2, portrait_patch=16,
                  mouth_generator_steps=2, mouth_generator_width=8, mouth_generator_size=16,
-                 rays=64, patch=8, eval_size=16, eval_frames=1, grid_resolution=16, field_levels=2, field_base=8,
-                 field_finest=32, hidden=16, max_steps=32, eval_every=2, checkpoint_every=2, log_every=1,
+                 rays=64, patch=8, eval_size=16, eval_frames=1, eval_every=2, checkpoint_every=2, log_every=1,
                  keep_last=2)
     train.update(overrides)
-    return SyncTalkConfig(device="cpu", train=TrainConfig(**train))
+    nerf = NerfHeadConfig(grid_resolution=16, levels=2, base=8, finest=32, hidden=16, max_steps=32)
+    return SyncTalkConfig(device="cpu", model=ModelConfig(nerf=nerf), train=TrainConfig(**train))
 
 
 @pytest.fixture(scope="session")

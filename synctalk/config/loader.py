@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from synctalk.errors import ConfigError
 from synctalk.io.atomic import atomic_write_text
 
+log = logging.getLogger("synctalk.config")
 T = TypeVar("T")
 CONFIG_FILENAME = "config.yaml"
 BASE_KEY = "_base_"
@@ -51,6 +53,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     if path is not None:
         values = _read_yaml_with_bases(schema, find_config(path), seen=())
     for key, value in parse_overrides(overrides or []).items():
+        key = _moved_key(schema, key, source=f"override '{key}=...'")
         _check_keys(schema, {key: value}, source=f"override '{key}=...'")
         _set_dotted(values, key, value)
     return _build(schema, values, prefix="")
@@ -108,6 +111,7 @@ def _read_yaml_with_bases(schema: type, path: Path, seen: tuple[Path, ...]) -> d
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a mapping of keys to values, got {type(data).__name__}")
     bases = data.pop(BASE_KEY, [])
+    _move_keys(schema, data, source=str(path))
     _check_keys(schema, data, source=str(path))
     merged: dict[str, Any] = {}
     for base in [bases] if isinstance(bases, str) else bases:
@@ -117,6 +121,38 @@ def _read_yaml_with_bases(schema: type, path: Path, seen: tuple[Path, ...]) -> d
         _deep_update(merged, _read_yaml_with_bases(schema, base_path, (*seen, path)))
     _deep_update(merged, data)
     return merged
+
+
+def _moved_key(schema: type, key: str, source: str) -> str:
+    """A dotted key of an older config → its current name (with a warning), else the key itself."""
+    new = getattr(schema, "MOVED_KEYS", {}).get(key)
+    if new is None:
+        return key
+    log.warning("config key '%s' is now '%s' (%s); please rename it", key, new, source)
+    return new
+
+
+def _move_keys(schema: type, values: dict[str, Any], source: str) -> None:
+    """Rename, in place, the keys of a nested config mapping that moved (``schema.MOVED_KEYS``)."""
+    for old in getattr(schema, "MOVED_KEYS", {}):
+        *parents, leaf = old.split(".")
+        node = values
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            value = node.pop(leaf)
+            new = _moved_key(schema, old, source)
+            if _get_dotted(values, new) is None:
+                _set_dotted(values, new, value)
+
+
+def _get_dotted(values: dict, dotted: str) -> Any:
+    node: Any = values
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def _check_keys(schema: type, values: dict[str, Any], source: str) -> None:

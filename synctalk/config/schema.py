@@ -7,7 +7,7 @@ full-quality GPU profile; `configs/*.yaml` hold named recipes that override them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 
 def knob(default: Any, help: str, **kwargs: Any) -> Any:
@@ -120,14 +120,6 @@ class TrainConfig:
     lr_mlp: float = knob(1e-3, "AdamW learning rate of the networks.")
     lr_final: float = knob(0.1, "Learning rates decay exponentially to this fraction by the end of a stage.")
     ema_decay: float = knob(0.99, "EMA of the weights used for evaluation and rendering (0: off).")
-    field_levels: int = knob(12, "Tri-plane hash levels.")
-    field_base: int = knob(64, "Coarsest tri-plane resolution.")
-    field_finest: int = knob(512, "Finest tri-plane resolution.")
-    field_features: int = knob(1, "Tri-plane features per level and plane.")
-    field_table_log2: int = knob(14, "Tri-plane hash table rows per level (log2).")
-    hidden: int = knob(64, "Hidden width of the density and colour networks.")
-    grid_resolution: int = knob(128, "Occupancy grid cells per axis.")
-    max_steps: int = knob(512, "Samples per ray at most.")
     audio_backend: Literal["subject", "ave", "mel", "hubert", "wav2vec2"] = knob(
         "subject", "Audio features the head is conditioned on: the subject's (from preprocessing), or another "
         "backend computed from the subject's audio into the workspace (for ablations; ave uses SUBJECT/sync.pt or "
@@ -172,6 +164,29 @@ class TrainConfig:
 
 
 @dataclass
+class NerfHeadConfig:
+    """`model.head: nerf`: the tri-plane hash head field (synctalk.models.head.HeadModel)."""
+
+    levels: int = knob(12, "Tri-plane hash levels.")
+    base: int = knob(64, "Coarsest tri-plane resolution.")
+    finest: int = knob(512, "Finest tri-plane resolution.")
+    features: int = knob(1, "Tri-plane features per level and plane.")
+    table_log2: int = knob(14, "Tri-plane hash table rows per level (log2).")
+    hidden: int = knob(64, "Hidden width of the density and colour networks.")
+    grid_resolution: int = knob(128, "Occupancy grid cells per axis.")
+    max_steps: int = knob(512, "Samples per ray at most.")
+
+
+@dataclass
+class ModelConfig:
+    head: Literal["nerf"] = knob("nerf", "Head representation (synctalk.models.registry.HEADS); its settings are "
+                                 "the section of the same name.")
+    head_box_margin: float = knob(0.1, "Growth per side of the head's box measured from the subject (fraction of "
+                                  "its size): the volume a head may fill.")
+    nerf: NerfHeadConfig = section(NerfHeadConfig, "The NeRF head (tri-plane hash field + occupancy grid).")
+
+
+@dataclass
 class SyncTalkConfig:
     seed: int = knob(0, "Seed for every random number generator (python, numpy, torch).")
     device: Literal["auto", "cpu", "cuda"] = knob("auto", "Compute device; auto picks cuda when available.")
@@ -180,4 +195,13 @@ class SyncTalkConfig:
     demo: DemoConfig = section(DemoConfig, "The built-in sample used by `synctalk demo`.")
     audio: AudioConfig = section(AudioConfig, "Face-Sync Controller: per-frame audio features.")
     sync: SyncTrainConfig = section(SyncTrainConfig, "Training of the audio-visual sync model (sync-train).")
-    train: TrainConfig = section(TrainConfig, "`synctalk train`: stages, learning rates, model sizes.")
+    model: ModelConfig = section(ModelConfig, "The head representation and its size.")
+    train: TrainConfig = section(TrainConfig, "`synctalk train`: stages, steps, learning rates, losses.")
+
+    MOVED_KEYS: ClassVar[dict[str, str]] = {
+        "train.field_levels": "model.nerf.levels", "train.field_base": "model.nerf.base",
+        "train.field_finest": "model.nerf.finest", "train.field_features": "model.nerf.features",
+        "train.field_table_log2": "model.nerf.table_log2", "train.hidden": "model.nerf.hidden",
+        "train.grid_resolution": "model.nerf.grid_resolution", "train.max_steps": "model.nerf.max_steps",
+    }
+    """Keys of older configs (and workspaces' config.yaml) → where they live now; read with a warning."""

@@ -32,7 +32,7 @@ class Avatar:
     ds: object                   # SubjectDataset
     head: torch.nn.Module
     torso: torch.nn.Module | None
-    subject: object              # synctalk.train.trainer.SubjectTensors
+    subject: object              # synctalk.models.subject.SubjectTensors
     feature_info: dict
     device: torch.device
     mouth: object | None = None  # synctalk.models.mouth.MouthModel when the mouth stage has run
@@ -40,12 +40,14 @@ class Avatar:
 
     @classmethod
     def load(cls, workspace: str | Path, device: str | torch.device = "cpu") -> Avatar:
+        from synctalk.audio.workspace import workspace_features
         from synctalk.config import SyncTalkConfig, load_config
         from synctalk.data import SubjectDataset
         from synctalk.data.contract import TRAIN_STEPS
+        from synctalk.models.mouth import load_mouth_model
+        from synctalk.models.registry import build_models, subject_spec
+        from synctalk.models.subject import load_subject
         from synctalk.train.checkpoint import CheckpointManager
-        from synctalk.train.mouth import load_mouth_model
-        from synctalk.train.trainer import build_models, load_subject, workspace_features
 
         workspace = Path(workspace)
         log_path = workspace / "train_log.json"
@@ -60,7 +62,8 @@ class Avatar:
                                  f"render needs its poses, plates and audio model)")
         ds = SubjectDataset(subject_dir, require=TRAIN_STEPS, cache_frames=cfg.data.frame_cache)
         device = torch.device(device)
-        head, torso = build_models(cfg.train, tuple(state["feature_shape"]), state["n_frames"], device)
+        spec = subject_spec(cfg, tuple(state["feature_shape"]), state["n_frames"], box=state.get("head_box"))
+        head, torso = build_models(cfg, spec, device)
         weights = {}
         for stage in ("head", "lips", "torso"):
             ckpt = CheckpointManager(workspace / "checkpoints" / stage).load_latest(map_location=device)
@@ -80,7 +83,7 @@ class Avatar:
             if module is not None:
                 module.eval()
         features, info = workspace_features(ds, cfg, workspace, device)
-        subject = load_subject(ds, device, head.config.field.expression_names, cfg.train.poses, features)
+        subject = load_subject(ds, device, head.expression_names, cfg.train.poses, features)
         mouth = load_mouth_model(workspace, device)
         return cls(workspace, cfg, ds, head, torso, subject, info, device, mouth)
 

@@ -33,6 +33,7 @@ from synctalk.data.contract import BLENDSHAPE_NAMES
 from synctalk.errors import ConfigError
 from synctalk.field.encoding import SHEncoding, TriPlaneHashEncoding
 from synctalk.models.audio_net import AudioNet, feature_windows
+from synctalk.models.base import Conditions, HeadRepresentation, HeadSpec, PixelRegions
 from synctalk.models.losses import HeadLossWeights, head_losses
 from synctalk.render import OccupancyGrid, render_rays
 
@@ -289,8 +290,8 @@ class HeadModelConfig:
 _CHANNELS = ("uncertainty", "audio_attention", "expression_attention")
 
 
-class HeadModel(nn.Module):
-    """Audio net + head field + occupancy grid + per-frame appearance codes.
+class HeadModel(HeadRepresentation):
+    """Audio net + head field + occupancy grid + per-frame appearance codes: the ``nerf`` head representation.
 
     Args:
         config: :class:`HeadModelConfig`.
@@ -323,6 +324,46 @@ class HeadModel(nn.Module):
         # zero codes: every frame starts with the same appearance, and an unseen frame (code 0) matches that start
         nn.init.zeros_(self.appearance.weight)
         self.mouth_head = nn.Linear(field_config.audio_dim, len(config.mouth_names)) if config.mouth_names else None
+
+    name = "nerf"
+
+    @classmethod
+    def from_config(cls, config, spec: HeadSpec) -> HeadModel:
+        """From ``model.nerf`` (:class:`synctalk.config.NerfHeadConfig`) and the subject's :class:`HeadSpec`."""
+        names = tuple(spec.expression_names)
+        field_cfg = HeadFieldConfig(aabb=tuple(float(v) for v in spec.box), num_levels=config.levels,
+                                    base_resolution=config.base, finest_resolution=config.finest,
+                                    features_per_level=config.features, log2_table_size=config.table_log2,
+                                    density_hidden=config.hidden, color_hidden=config.hidden,
+                                    expression_names=names, expression_dim=len(names))
+        return cls(HeadModelConfig(field=field_cfg, grid_resolution=config.grid_resolution,
+                                   max_steps=config.max_steps, mouth_names=tuple(spec.mouth_names)),
+                   audio_feature_shape=tuple(spec.audio_feature_shape), n_frames=spec.n_frames)
+
+    @property
+    def expression_names(self) -> tuple[str, ...]:
+        return tuple(self.config.field.expression_names)
+
+    def render_pixels(self, c2w: Tensor, K: Tensor, pixels: Tensor, audio_code: Tensor, expression: Tensor,
+                      appearance_frames: Tensor | int | None = None, background: Tensor | float | None = None,
+                      early_stop_eps: float = 0.0) -> dict[str, Tensor]:
+        """:meth:`render` of the rays through ``pixels`` (see :class:`HeadRepresentation`)."""
+        from synctalk.render.rays import generate_rays
+
+        rays_o, rays_d = generate_rays(c2w, K, pixels)
+        return self.render(rays_o, rays_d, audio_code, expression, frame_indices=appearance_frames,
+                           background=background, early_stop_eps=early_stop_eps)
+
+    def losses(self, outputs: dict[str, Tensor], target: Tensor, regions: PixelRegions, step: int,
+               weights: HeadLossWeights | None = None) -> dict[str, Tensor]:
+        return self.get_losses(outputs, target, lower_face=regions.lower_face, step=step, weights=weights,
+                               head_mask=regions.head)
+
+    def after_step(self, step: int, conditions: Conditions) -> None:
+        """Every ``grid_update_every`` steps: the occupancy grid over 8 training frames' conditionings."""
+        if step % self.config.grid_update_every == 0:
+            codes, expressions = conditions(8, step)
+            self.update_occupancy(step, codes, expressions)
 
     def predict_mouth(self, audio_codes: Tensor) -> Tensor:
         """Mouth blendshapes (``config.mouth_names``, in the units they were trained in) from codes [B, A] → [B, M]."""

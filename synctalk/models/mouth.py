@@ -211,3 +211,18 @@ class MouthModel:
                                  dtype=torch.float32, device=device)
         drawn = self.generator(crop(chw, boxes, self.size), shapes)
         return paste(chw, drawn, boxes).permute(0, 2, 3, 1)
+
+
+def load_mouth_model(workspace, device):
+    """The mouth stage's model (EMA generator + predictor) of a workspace, or None when it has not run."""
+    from pathlib import Path
+
+    from synctalk.train.checkpoint import CheckpointManager
+
+    ckpt = CheckpointManager(Path(workspace) / "checkpoints" / "mouth").load_latest(map_location=device)
+    if ckpt is None or "predictor" not in ckpt:
+        return None
+    generator = MouthGenerator(**ckpt["generator_config"]).to(device)
+    generator.load_state_dict(ckpt["ema"])
+    generator.eval()
+    return MouthModel(MouthPredictor.from_state(ckpt["predictor"]), generator, ckpt["size"])

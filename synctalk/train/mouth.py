@@ -20,8 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synctalk.train.checkpoint import CheckpointManager
-from synctalk.train.loop import StageLoop
+from synctalk.train.stage import GeneratorState, StageRun
 
 log = logging.getLogger("synctalk.train")
 
@@ -82,21 +81,21 @@ def region_psnr(drawn: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -
     return float(-10 * torch.log10(err.clamp_min(1e-12)))
 
 
-def train_mouth(trainer) -> None:
-    """Run (or resume) the mouth stage of a :class:`synctalk.train.trainer.Trainer`."""
+def train_mouth(ctx) -> None:
+    """Run (or resume) the mouth stage (``ctx``: a :class:`synctalk.train.stage.StageContext`)."""
     from synctalk.io.images import write_image
     from synctalk.models.head import MOUTH_BLENDSHAPE_NAMES
     from synctalk.models.mouth import MouthGenerator, MouthPredictor, crop, ellipse_mask
 
-    tcfg, ds = trainer.tcfg, trainer.ds
-    info = trainer.state["stages"].setdefault("mouth", {"status": "pending"})
+    tcfg, ds = ctx.tcfg, ctx.ds
+    info = ctx.log.stage("mouth")
     if tcfg.mouth_generator_steps <= 0 or info.get("status") == "done":
         return
     size = tcfg.mouth_generator_size
-    train_frames, val_frames = list(trainer.data.train), list(trainer.data.val)
-    shapes = trainer.data.mouth
+    train_frames, val_frames = list(ctx.data.train), list(ctx.data.val)
+    shapes = ctx.data.mouth
     shapes_np = shapes.cpu().numpy()
-    features = trainer.data.features.cpu().numpy()
+    features = ctx.data.features.cpu().numpy()
     predictor, report = MouthPredictor.fit(features, train_frames, shapes_np[train_frames], val_frames,
                                            shapes_np[val_frames])
     jaw = MOUTH_BLENDSHAPE_NAMES.index("jawOpen")
@@ -105,25 +104,28 @@ def train_mouth(trainer) -> None:
     log.info("mouth predictor: held-out correlation %.2f on average, %.2f for jawOpen",
              report["val_r"].mean(), report["val_r"][jaw])
 
-    device = trainer.device
+    device = ctx.device
     crops, boxes = footage_crops(ds, size, device)
 
-    torch.manual_seed(trainer.cfg.seed)
+    torch.manual_seed(ctx.cfg.seed)
     config = {"n_shapes": len(MOUTH_BLENDSHAPE_NAMES), "width": tcfg.mouth_generator_width}
     generator = MouthGenerator(**config).to(device)
     optimizer = torch.optim.AdamW(generator.parameters(), lr=tcfg.lr_mlp)
     steps = tcfg.mouth_generator_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.05 ** (s / steps))
-    loop = StageLoop(trainer, "mouth", generator, optimizer, scheduler,
-                     extra={"generator_config": config, "size": size, "predictor": predictor.state_dict()})
+    rng = np.random.default_rng(ctx.cfg.seed)
+    run = StageRun(ctx, "mouth", generator, optimizer, scheduler, steps=steps, sampler=GeneratorState(rng),
+                   extra={"generator_config": config, "size": size, "predictor": predictor.state_dict()})
+    run.resume()
     mask = ellipse_mask(size, device)
 
-    def loss(rng: np.random.Generator) -> torch.Tensor:
+    def losses(step: int) -> dict[str, torch.Tensor]:
         context, target, cond = _batch(crops, boxes, shapes, train_frames, rng, size)
-        return ((generator(context, cond) - target).abs() * mask).sum() / (mask.sum() * target.shape[0] * 3)
+        l1 = ((generator(context, cond) - target).abs() * mask).sum() / (mask.sum() * target.shape[0] * 3)
+        return {"l1_ellipse": l1}
 
-    loop.run(steps, loss, "mouth/l1_ellipse")
-    loop.finish()
+    run.run(losses)
+    run.finish()
     picks = val_frames[:: max(1, len(val_frames) // 8)][:8] or train_frames[:8]
     with torch.no_grad():
         footage = crop(crops[picks].float() / 255, boxes[picks], size)
@@ -135,30 +137,15 @@ def train_mouth(trainer) -> None:
         swept = generator(footage[:1].expand(5, -1, -1, -1), sweep)
     for name, drawn in rows.items():
         info[f"val_ellipse_psnr_{name}"] = round(region_psnr(drawn, footage, mask), 3)
-    loop.save(info["val_ellipse_psnr_predicted"])
+    run.save(info["val_ellipse_psnr_predicted"])
 
     def strip(batch: torch.Tensor) -> np.ndarray:
         return (torch.cat(list(batch), 2).permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
 
-    (trainer.workspace / "val").mkdir(exist_ok=True)
-    write_image(trainer.workspace / "val" / f"mouth_{loop.step:07d}.png",
+    (ctx.workspace / "val").mkdir(exist_ok=True)
+    write_image(ctx.workspace / "val" / f"mouth_{run.step:07d}.png",
                 np.concatenate([strip(footage)] + [strip(v) for v in rows.values()], 0))
-    write_image(trainer.workspace / "val" / f"mouth_sweep_{loop.step:07d}.png", strip(swept))
+    write_image(ctx.workspace / "val" / f"mouth_sweep_{run.step:07d}.png", strip(swept))
     log.info("mouth: ellipse PSNR on held-out frames %.2f dB (true blendshapes), %.2f (predicted), %.2f (mean)",
              info["val_ellipse_psnr_true"], info["val_ellipse_psnr_predicted"], info["val_ellipse_psnr_mean"])
-    loop.done()
-
-
-def load_mouth_model(workspace, device):
-    """The mouth stage's model (EMA generator + predictor) of a workspace, or None when it has not run."""
-    from pathlib import Path
-
-    from synctalk.models.mouth import MouthGenerator, MouthModel, MouthPredictor
-
-    ckpt = CheckpointManager(Path(workspace) / "checkpoints" / "mouth").load_latest(map_location=device)
-    if ckpt is None or "predictor" not in ckpt:
-        return None
-    generator = MouthGenerator(**ckpt["generator_config"]).to(device)
-    generator.load_state_dict(ckpt["ema"])
-    generator.eval()
-    return MouthModel(MouthPredictor.from_state(ckpt["predictor"]), generator, ckpt["size"])
+    run.done()

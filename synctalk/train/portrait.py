@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from synctalk.errors import DatasetError
-from synctalk.train.loop import StageLoop
+from synctalk.train.stage import GeneratorState, StageRun
 
 log = logging.getLogger("synctalk.train")
 
@@ -37,27 +37,27 @@ def crop_inside(crop, shape) -> bool:
     return crop.x0 >= 0 and crop.y0 >= 0 and crop.x0 + crop.side <= shape[1] and crop.y0 + crop.side <= shape[0]
 
 
-def make_pair(trainer, frame: int, source, crop) -> PortraitPair:
+def make_pair(ctx, frame: int, source, crop) -> PortraitPair:
     """Render (cached), paste back and cut out the crop of one subject frame."""
     import cv2
 
     from synctalk.io.images import read_image, write_image
     from synctalk.models.portrait import face_mask, paste_back, repair_region
 
-    cache = trainer.workspace / "portrait" / "renders" / f"{frame:06d}.png"
+    cache = ctx.workspace / "portrait" / "renders" / f"{frame:06d}.png"
     if cache.is_file():
         render = read_image(cache)
     else:
-        out = trainer.render_frame(frame, trainer.ds.width, with_torso=trainer.torso_trained)
+        out = ctx.render_frame(frame, ctx.ds.width, with_torso=ctx.torso_trained)
         render = (out.rgb.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8)
         write_image(cache, render)
     original = source[frame]
-    landmarks = trainer.ds.landmarks[frame]
-    mask = face_mask(landmarks, trainer.ds.width, crop.side)
+    landmarks = ctx.ds.landmarks[frame]
+    mask = face_mask(landmarks, ctx.ds.width, crop.side)
     pasted = paste_back(render, original, crop, mask)
     inside = (slice(crop.y0, crop.y0 + crop.side), slice(crop.x0, crop.x0 + crop.side))
     return PortraitPair(pasted[inside], cv2.resize(render, (crop.side, crop.side), interpolation=cv2.INTER_CUBIC),
-                        original[inside], mask, repair_region(mask, landmarks, trainer.ds.width))
+                        original[inside], mask, repair_region(mask, landmarks, ctx.ds.width))
 
 
 def _batch(pairs: list[PortraitPair], rng: np.random.Generator, patch: int, n: int, device):
@@ -87,50 +87,54 @@ def region_psnr(image: np.ndarray, target: np.ndarray, region: np.ndarray) -> fl
     return float("inf") if mse == 0 else -10 * np.log10(mse)
 
 
-def train_portrait(trainer, budget_s: float = 0.0) -> None:
-    """Run (or resume) the portrait stage of a :class:`synctalk.train.trainer.Trainer`."""
+def train_portrait(ctx, budget_s: float = 0.0) -> None:
+    """Run (or resume) the portrait stage (``ctx``: a :class:`synctalk.train.stage.StageContext`)."""
     from tqdm import tqdm
 
     from synctalk.data.source import SourceFrames
     from synctalk.models.portrait import Crop, Restorer
 
-    tcfg = trainer.tcfg
-    info = trainer.state["stages"].setdefault("portrait", {"status": "pending"})
+    tcfg = ctx.tcfg
+    info = ctx.log.stage("portrait")
     if tcfg.portrait_steps <= 0 or info.get("status") == "done":
         return
-    source = SourceFrames(trainer.ds, trainer.workspace / "portrait" / "source")
+    source = SourceFrames(ctx.ds, ctx.workspace / "portrait" / "source")
     try:
-        source.ensure(progress=trainer.progress)
-        crop = Crop.from_meta(trainer.ds.meta)
+        source.ensure(progress=ctx.progress)
+        crop = Crop.from_meta(ctx.ds.meta)
     except DatasetError as exc:
         log.warning("portrait stage skipped: %s", exc)
         info.update(status="skipped", reason=str(exc))
-        trainer._write_log()
+        ctx.log.write()
         return
     if not crop_inside(crop, source[0].shape):
         info.update(status="skipped", reason="the preprocessing crop leaves the frame; plain paste-back is used")
-        trainer._write_log()
+        ctx.log.write()
         return
-    device = trainer.device
-    train_frames = trainer.data.train
+    device = ctx.device
+    train_frames = ctx.data.train
     picks = np.linspace(0, len(train_frames) - 1, min(tcfg.portrait_frames, len(train_frames))).round().astype(int)
-    val_frames = trainer.data.val[:: max(1, len(trainer.data.val) // 4)][:4]
-    pairs = [make_pair(trainer, train_frames[k], source, crop)
-             for k in tqdm(picks, desc="portrait renders", leave=False, disable=None if trainer.progress else True)]
-    val_pairs = [make_pair(trainer, frame, source, crop) for frame in val_frames]
+    val_frames = ctx.data.val[:: max(1, len(ctx.data.val) // 4)][:4]
+    pairs = [make_pair(ctx, train_frames[k], source, crop)
+             for k in tqdm(picks, desc="portrait renders", leave=False, disable=None if ctx.progress else True)]
+    val_pairs = [make_pair(ctx, frame, source, crop) for frame in val_frames]
 
-    torch.manual_seed(trainer.cfg.seed)
+    torch.manual_seed(ctx.cfg.seed)
     restorer = Restorer(**RESTORER_CONFIG).to(device)
     optimizer = torch.optim.AdamW(restorer.parameters(), lr=tcfg.lr_mlp)
-    loop = StageLoop(trainer, "portrait", restorer, optimizer, extra={"restorer_config": RESTORER_CONFIG})
+    rng = np.random.default_rng(ctx.cfg.seed)
+    run = StageRun(ctx, "portrait", restorer, optimizer, steps=tcfg.portrait_steps, budget_s=budget_s,
+                   sampler=GeneratorState(rng), extra={"restorer_config": RESTORER_CONFIG})
+    run.resume()
 
-    def loss(rng: np.random.Generator) -> torch.Tensor:
+    def losses(step: int) -> dict[str, torch.Tensor]:
         batch = _batch(pairs, rng, tcfg.portrait_patch, 4, device)
         out = restorer(batch["pasted"], batch["render"], batch["mask"], batch["region"])
-        return ((out - batch["target"]).abs() * batch["region"]).sum() / batch["region"].sum().clamp(min=1) / 3
+        region = batch["region"]
+        return {"l1_region": ((out - batch["target"]).abs() * region).sum() / region.sum().clamp(min=1) / 3}
 
-    loop.run(tcfg.portrait_steps, loss, "portrait/l1_region", budget_s)
-    loop.finish()
+    run.run(losses)
+    run.finish()
     plain, restored, rows = [], [], []
     for pair in val_pairs:
         fixed = restorer.restore(pair.pasted, pair.render, pair.mask, pair.region)
@@ -140,11 +144,11 @@ def train_portrait(trainer, budget_s: float = 0.0) -> None:
         rows.append(np.concatenate([pair.target, pair.pasted, fixed, error], 1))
     metric = float(np.mean(restored))
     info.update(val_region_psnr_paste=round(float(np.mean(plain)), 3), val_region_psnr_restored=round(metric, 3))
-    loop.save(metric)
+    run.save(metric)
     from synctalk.io.images import write_image
 
-    (trainer.workspace / "val").mkdir(exist_ok=True)
-    write_image(trainer.workspace / "val" / f"portrait_{loop.step:07d}.png", np.concatenate(rows, 0))
+    (ctx.workspace / "val").mkdir(exist_ok=True)
+    write_image(ctx.workspace / "val" / f"portrait_{run.step:07d}.png", np.concatenate(rows, 0))
     log.info("portrait: repair-region PSNR on validation frames %.2f dB (paste-back) -> %.2f dB (restorer)",
              info["val_region_psnr_paste"], metric)
-    loop.done()
+    run.done()

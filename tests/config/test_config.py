@@ -101,3 +101,18 @@ def test_schema_fields_all_documented():
 
     walk(SyncTalkConfig)
     assert "preprocess.fps" in schema_keys(SyncTalkConfig)
+
+
+def test_moved_keys_of_older_configs_still_load(tmp_path, caplog):
+    """A workspace's config.yaml from before `model.nerf` (train.field_levels, ...) loads into the new keys."""
+    from synctalk.config import SyncTalkConfig, load_config
+
+    old = tmp_path / "config.yaml"
+    old.write_text("train:\n  field_levels: 5\n  hidden: 24\n  head_steps: 7\n")
+    with caplog.at_level("WARNING", logger="synctalk.config"):
+        cfg = load_config(SyncTalkConfig, old, ["train.max_steps=99"])
+    assert (cfg.model.nerf.levels, cfg.model.nerf.hidden, cfg.model.nerf.max_steps) == (5, 24, 99)
+    assert cfg.train.head_steps == 7 and "train.field_levels' is now 'model.nerf.levels'" in caplog.text
+    new = tmp_path / "new.yaml"
+    new.write_text("model:\n  nerf:\n    levels: 6\ntrain:\n  field_levels: 5\n")  # the new key wins
+    assert load_config(SyncTalkConfig, new).model.nerf.levels == 6

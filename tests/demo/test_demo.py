@@ -77,10 +77,10 @@ def test_demo_command_end_to_end(tmp_path, capsys):
 
     out = tmp_path / "demo"
     quick_train = ["train.head_steps=3", "train.lips_steps=1", "train.torso_steps=1", "train.rays=64",
-                   "train.patch=8", "train.eval_size=16", "train.eval_frames=1", "train.grid_resolution=16",
+                   "train.patch=8", "train.eval_size=16", "train.eval_frames=1", "model.nerf.grid_resolution=16",
                    "train.portrait_steps=2", "train.portrait_frames=2", "train.portrait_patch=32",
                    "train.mouth_generator_steps=2", "train.mouth_generator_width=8",
-                   "train.max_steps=16", "demo.render_size=32"]   # an untrained head marches every sample
+                   "model.nerf.max_steps=16", "demo.render_size=32"]   # an untrained head marches every sample
     assert main(["demo", "-o", str(out), "demo.seconds=2", "demo.size=128", "--seed", "3", "sync.max_steps=4",
                  "sync.batch_size=8", *quick_train]) == 0
     printed = capsys.readouterr().out

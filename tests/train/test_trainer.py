@@ -89,20 +89,21 @@ def test_interrupted_head_stage_resumes_exactly(subject, tmp_path, monkeypatch):
 
 
 def test_non_finite_loss_stops_with_a_clear_message(subject, tmp_path, monkeypatch):
-    from synctalk.train import trainer
+    from synctalk.train import stages, trainer
 
-    original = trainer.Trainer._losses
+    original = stages.HeadStage.losses
 
-    def poisoned(self, stage, batch, step):
-        losses = original(self, stage, batch, step)
+    def poisoned(self, batch, step):
+        losses = original(self, batch, step)
         if step == 2:
             losses["photometric"] = losses["photometric"] * float("nan")
         return losses
 
-    monkeypatch.setattr(trainer.Trainer, "_losses", poisoned)
-    with pytest.raises(SyncTalkError, match="loss became nan at step 2"):
+    monkeypatch.setattr(stages.HeadStage, "losses", poisoned)
+    with pytest.raises(SyncTalkError, match="head: a loss became non-finite between steps 2 and 3.*lr_grid"):
         trainer.train(subject, tmp_path / "ws", tiny_config(checkpoint_every=1), progress=False, stages=("head",))
     assert (tmp_path / "ws" / "checkpoints" / "head" / "ckpt_0000002.pt").is_file()
+    assert not (tmp_path / "ws" / "checkpoints" / "head" / "ckpt_0000003.pt").exists()
 
 
 def test_time_budget_stops_a_stage_with_its_validation(subject, tmp_path):
@@ -149,27 +150,29 @@ def test_redo_starts_a_stage_over(subject, tmp_path):
 
 def test_mouth_head_learns_the_mouth_blendshapes_from_audio(subject, tmp_path):
     from synctalk.models.head import MOUTH_BLENDSHAPE_NAMES
+    from synctalk.train.stages import HeadStage
     from synctalk.train.trainer import Trainer
 
     trainer = Trainer(subject, tmp_path / "ws", tiny_config(mouth_weight=0.1, mouth_warmup_steps=100), progress=False)
+    stage = HeadStage(trainer.context)
     frames = torch.as_tensor(trainer.data.train)
     assert trainer.data.mouth.shape == (12, len(MOUTH_BLENDSHAPE_NAMES))
 
     def mouth_loss() -> float:
         with torch.no_grad():
-            return trainer._mouth_loss(frames, trainer.head.encode_audio(trainer.data.features, frames)).item()
+            return stage.mouth_loss(frames, trainer.head.encode_audio(trainer.data.features, frames)).item()
 
     before = mouth_loss()
-    assert trainer._warm_up_audio() > 0
+    assert stage.start() > 0
     assert mouth_loss() < 0.5 * before
     from synctalk.data.sampler import RaySampler
 
     batch = RaySampler(trainer.ds, trainer.data.train, 32, frames_per_batch=2).sample()
-    losses = trainer._losses("head", batch, 0)
+    losses = stage.losses(batch, 0)
     assert "mouth" in losses and torch.isfinite(losses["mouth"])
     # off by default: no head, no loss
     plain = Trainer(subject, tmp_path / "plain", tiny_config(), progress=False)
-    assert plain.head.mouth_head is None and "mouth" not in plain._losses("head", batch, 0)
+    assert plain.head.mouth_head is None and "mouth" not in HeadStage(plain.context).losses(batch, 0)
     from synctalk.errors import ConfigError
 
     with pytest.raises(ConfigError, match="mouth_weight > 0"):
@@ -178,12 +181,13 @@ def test_mouth_head_learns_the_mouth_blendshapes_from_audio(subject, tmp_path):
 
 def test_audio_grad_mouth_keeps_the_photometric_loss_off_the_audio_net(subject, tmp_path):
     from synctalk.data.sampler import RaySampler
+    from synctalk.train.stages import HeadStage
     from synctalk.train.trainer import Trainer
 
     for audio_grad, reaches in (("all", True), ("mouth", False)):
         trainer = Trainer(subject, tmp_path / audio_grad, tiny_config(mouth_weight=0.1, audio_grad=audio_grad,
                                                                       audio_noise=0.5), progress=False)
         batch = RaySampler(trainer.ds, trainer.data.train, 32, frames_per_batch=2).sample()
-        trainer._losses("head", batch, 0)["photometric"].backward()
+        HeadStage(trainer.context).losses(batch, 0)["photometric"].backward()
         grads = [p.grad.abs().sum() for p in trainer.head.audio_net.parameters() if p.grad is not None]
         assert (sum(grads) > 0) == reaches, audio_grad
