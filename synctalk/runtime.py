@@ -113,3 +113,32 @@ def native_stderr_captured() -> Iterator[None]:
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def configure_threads() -> str:
+    """CPU threading that degrades gracefully when other processes compete for the cores.
+
+    PyTorch's and our C++ ops' OpenMP threads spin-wait at every barrier by default; on a busy laptop a descheduled
+    thread then keeps the others spinning, and a step is many times slower. Before torch is imported this sets
+    ``OMP_WAIT_POLICY=PASSIVE`` (waiting threads sleep) unless the environment already chose one. The environment
+    variable ``SYNCTALK_THREADS`` overrides: ``off`` (leave OpenMP and torch alone), or a thread count ``N``.
+    Returns a one-line description of the choice (for logs and benchmarks).
+    """
+    import os
+    import sys
+
+    choice = os.environ.get("SYNCTALK_THREADS", "auto").strip().lower()
+    if choice == "off":
+        return "threads: torch defaults (SYNCTALK_THREADS=off)"
+    notes = []
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        notes.append(f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
+    else:
+        notes.append("torch already imported: OpenMP wait policy unchanged")
+    if choice.isdigit() and int(choice) > 0:
+        import torch
+
+        torch.set_num_threads(int(choice))
+        notes.append(f"{choice} threads")
+    return "threads: " + ", ".join(notes)

@@ -45,7 +45,7 @@ def command_modules() -> list:
 
 def main(argv: list[str] | None = None) -> int:
     from synctalk.cli.common import verbosity
-    from synctalk.runtime import setup_logging
+    from synctalk.runtime import configure_threads, setup_logging
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     if overrides:
         args.overrides = list(args.overrides) + overrides
     setup_logging(verbosity(args))
+    log.debug("%s", configure_threads())  # before any command imports torch
     try:
         return int(args.handler(args) or 0)
     except SyncTalkError as exc:

@@ -1,0 +1,126 @@
+"""Head-stage training step time on the CPU: two source trees side by side, and under a competing busy process.
+
+    python scripts/bench_train_step.py                                   # this tree, idle vs one busy competitor
+    python scripts/bench_train_step.py --trees /tmp/base . --steps 150   # before/after a change (git worktree)
+    python scripts/bench_train_step.py --subject runs/macron             # a real preprocessed subject
+
+Each measurement is a fresh process that trains ``--steps`` head steps with the ``cpu`` recipe
+(``synctalk.train.trainer.train(..., stages=("head",))``) and reads the stage's step time from
+``train_log.json`` (optimiser steps only; validation and start-up are not counted). The synthetic subject
+(default) has random 256 x 256 frames and label maps: it exercises every part of a step, not the quality.
+
+``--contention`` runs every configuration twice: on an idle machine and beside one process spinning on a core (a
+user's laptop is never idle). Environments compared there: ``torch default`` (OpenMP threads spin-wait at
+barriers; ``OMP_WAIT_POLICY`` unset and our runtime's thread policy switched off) and ``synctalk`` (what
+``synctalk.runtime.configure_threads`` chooses). Run it alone: two timed runs side by side make each other slow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+WORKER = r"""
+import json, sys, time
+from pathlib import Path
+import synctalk
+import synctalk.runtime
+if hasattr(synctalk.runtime, "configure_threads"):  # what the CLI does first (absent in older trees)
+    synctalk.runtime.configure_threads()
+from synctalk.config import SyncTalkConfig, load_config
+from synctalk.train.trainer import train
+subject, workspace, steps = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+overrides = [f"train.head_steps={steps}", "train.eval_every=1000000", "train.checkpoint_every=1000000",
+             "train.eval_frames=1", "train.budget_minutes=0"]
+cfg = load_config(SyncTalkConfig, "cpu", overrides)
+t0 = time.perf_counter()
+train(subject, workspace, cfg, device="cpu", progress=False, stages=("head",))
+head = json.loads((workspace / "train_log.json").read_text())["stages"]["head"]
+import torch
+print(json.dumps({"seconds": head["seconds"], "steps": head["step"], "wall": time.perf_counter() - t0,
+                  "threads": torch.get_num_threads(), "source": synctalk.__file__}))
+"""
+
+
+def make_subject(root: Path, size: int, n_frames: int) -> Path:
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import build_subject  # the test suite's complete synthetic subject
+
+    return build_subject(root, n_frames=n_frames, size=(size, size))
+
+
+def measure(tree: Path, subject: Path, steps: int, env: dict[str, str], label: str) -> dict:
+    workspace = Path(tempfile.mkdtemp(prefix="bench_step_"))
+    run_env = {**os.environ, **env, "PYTHONPATH": str(tree)}
+    out = subprocess.run([sys.executable, "-c", WORKER, str(subject), str(workspace), str(steps)], env=run_env,
+                         capture_output=True, text=True, cwd=tree)
+    if out.returncode != 0:
+        raise SystemExit(f"{label}: the worker failed:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if not result["source"].startswith(str(tree.resolve())):
+        raise SystemExit(f"{label}: imported synctalk from {result['source']}, not from {tree}")
+    result["s_per_step"] = result["seconds"] / max(result["steps"], 1)
+    return result
+
+
+def spin() -> subprocess.Popen:
+    """One process keeping one core busy (pure Python, no threads)."""
+    return subprocess.Popen([sys.executable, "-c", "while True:\n    pass"])
+
+
+ENVIRONMENTS = {
+    "torch default": {"SYNCTALK_THREADS": "off"},
+    "synctalk": {},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trees", nargs="+", type=Path, default=[REPO], help="source trees to compare")
+    parser.add_argument("--subject", type=Path, help="a preprocessed subject (default: a synthetic one)")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--size", type=int, default=256, help="side of the synthetic subject")
+    parser.add_argument("--contention", action="store_true", help="also measure beside one busy process")
+    args = parser.parse_args()
+
+    subject = args.subject or make_subject(Path(tempfile.mkdtemp(prefix="bench_subject_")) / "s", args.size, 40)
+    print(f"subject {subject}, {args.steps} head steps per run, cpu recipe, {os.cpu_count()} cores")
+    rows = []
+    for tree in args.trees:
+        environments = ENVIRONMENTS if args.contention else {"synctalk": {}}
+        for name, env in environments.items():
+            idle = measure(tree, subject, args.steps, env, f"{tree} {name}")
+            row = {"tree": str(tree), "environment": name, "threads": idle["threads"], "idle": idle["s_per_step"]}
+            if args.contention:
+                competitor = spin()
+                try:
+                    time.sleep(1.0)
+                    busy = measure(tree, subject, args.steps, env, f"{tree} {name} busy")
+                finally:
+                    competitor.kill()
+                    competitor.wait()
+                row["busy"] = busy["s_per_step"]
+            rows.append(row)
+            print(json.dumps(row))
+    print()
+    header = "| tree | environment | threads | idle s/step |" + (" busy s/step | busy / idle |" if args.contention
+                                                                     else "")
+    print(header)
+    print("|---|---|---:|---:|" + ("---:|---:|" if args.contention else ""))
+    for row in rows:
+        line = f"| {row['tree']} | {row['environment']} | {row['threads']} | {row['idle']:.3f} |"
+        if args.contention:
+            line += f" {row['busy']:.3f} | {row['busy'] / row['idle']:.2f}x |"
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
