@@ -5,8 +5,10 @@ audio windows plus one audio window per item shifted by `min_offset`..`max_offse
 same clip); candidates of the same clip closer than `min_offset` frames to the video window (other than its own
 aligned window) are masked out, because they are neither clearly in nor out of sync.
 
-Resumable: the checkpoint holds the model, optimizer, scheduler, step, elapsed time and every RNG state; running
-again with the same output continues where it stopped (Ctrl-C writes a checkpoint first).
+Runs on the shared step loop (synctalk.train.loop). Resumable: the checkpoint holds the model, optimizer,
+scheduler, step, elapsed time and every RNG state; running again with the same output continues where it stopped
+(Ctrl-C writes a checkpoint first). TensorBoard: ``sync/loss``, ``sync/accuracy``, ``sync/cos_pos``,
+``sync/cos_shifted``, ``sync/temperature``, ``sync/lr_*`` and ``held_out/<clip>/*``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch.nn import functional as F
 from synctalk.audio.sync_data import PairSampler, SyncClip
 from synctalk.audio.sync_model import CHECKPOINT_FORMAT, SyncModel, SyncModelConfig
 from synctalk.config import SyncTrainConfig
-from synctalk.errors import SyncTalkError, UserInputError
+from synctalk.errors import UserInputError
 
 log = logging.getLogger("synctalk.audio")
 
@@ -40,8 +42,9 @@ class SyncTrainReport:
 
 
 def contrastive_loss(model: SyncModel, batch: dict[str, torch.Tensor], min_offset: int
-                     ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Symmetric InfoNCE (see module docstring). Returns the loss and batch statistics."""
+                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Symmetric InfoNCE (see module docstring). Returns the loss and batch statistics (0-d tensors on the batch's
+    device: reading them waits for the device, so the caller decides when)."""
     video_emb = model.embed_visual(batch["video"])                                          # [B, 512]
     audio_emb = model.embed_audio(torch.cat([batch["audio"], batch["negative_audio"]]))     # [2B, 512]
     n = len(video_emb)
@@ -52,15 +55,15 @@ def contrastive_loss(model: SyncModel, batch: dict[str, torch.Tensor], min_offse
     t_audio = torch.cat([t_video, t_video + batch["negative_offset"]])
     same_clip = clip[:, None] == torch.cat([clip, clip])[None, :]
     ambiguous = same_clip & ((t_video[:, None] - t_audio[None, :]).abs() < min_offset)
-    ambiguous[torch.arange(n), torch.arange(n)] = False
+    target = torch.arange(n, device=cosine.device)
+    ambiguous[target, target] = False
     logits = (cosine * model.logit_scale.exp().clamp(max=100.0)).masked_fill(ambiguous, float("-inf"))
-    target = torch.arange(n)
     loss_video = F.cross_entropy(logits, target)
     loss_audio = F.cross_entropy(logits[:, :n].T, target)
     with torch.no_grad():
-        accuracy = (logits.argmax(1) == target).float().mean().item()
-        positive = cosine.diagonal().mean().item()
-        hard = cosine[torch.arange(n), torch.arange(n) + n].mean().item()
+        accuracy = (logits.argmax(1) == target).float().mean()
+        positive = cosine.diagonal().mean()
+        hard = cosine[target, target + n].mean()
     return 0.5 * (loss_video + loss_audio), {"accuracy": accuracy, "cos_pos": positive, "cos_shifted": hard}
 
 
@@ -87,9 +90,9 @@ def train_sync_model(clips: list[SyncClip], out: str | Path, cfg: SyncTrainConfi
         tag: identifies the training inputs; an existing checkpoint with another tag is replaced, not resumed.
     """
     from torch.utils.tensorboard import SummaryWriter
-    from tqdm import tqdm
 
-    from synctalk.audio.sync_model import load_sync_model
+    from synctalk.audio.sync_model import load_sync_model, save_sync_model
+    from synctalk.train.loop import LoopConfig, StepLoop
 
     cfg = cfg or SyncTrainConfig()
     out = Path(out)
@@ -111,76 +114,61 @@ def train_sync_model(clips: list[SyncClip], out: str | Path, cfg: SyncTrainConfi
         model = SyncModel(SyncModelConfig(cfg.width, cfg.width))
     model.to(device).train()
     tower_params = [p for n, p in model.named_parameters() if n != "logit_scale"]
-    optimizer = torch.optim.AdamW([{"params": tower_params, "weight_decay": cfg.weight_decay},
-                                   {"params": [model.logit_scale], "weight_decay": 0.0}], lr=cfg.lr)
+    optimizer = torch.optim.AdamW([{"name": "towers", "params": tower_params, "weight_decay": cfg.weight_decay},
+                                   {"name": "temperature", "params": [model.logit_scale], "weight_decay": 0.0}],
+                                  lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg.max_steps))
-    step, elapsed, history = 0, 0.0, []
-    if state is not None:
-        train = state["train"]
-        optimizer.load_state_dict(train["optimizer"])
-        scheduler.load_state_dict(train["scheduler"])
-        step, elapsed, history = train["step"], train["elapsed_s"], train["history"]
-        sampler.set_state(train["sampler_rng"])
-        torch.set_rng_state(train["torch_rng"])
-        log.info("resuming sync training from step %d (%.0f s done)", step, elapsed)
-    writer = SummaryWriter(str(log_dir or out.with_suffix(".tb")), purge_step=step)
+    history: list[dict] = []
+    start_step = state["train"]["step"] if state is not None else 0
+    writer = SummaryWriter(str(log_dir or out.with_suffix(".tb")), purge_step=start_step)
+    last: dict[str, torch.Tensor] = {}
 
     def save(finished: bool) -> None:
-        from synctalk.audio.sync_model import save_sync_model
-
+        train = loop.state_dict()
         save_sync_model(model, out, finished=finished, clips=[c.name for c in clips], tag=tag, train={
-            "step": step, "elapsed_s": elapsed, "history": history, "config": asdict(cfg),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "sampler_rng": sampler.state(), "torch_rng": torch.get_rng_state()})
+            "step": loop.step, "elapsed_s": loop.elapsed, "history": history, "config": asdict(cfg),
+            "optimizer": train["optimizer"], "scheduler": train["scheduler"], "sampler_rng": sampler.state(),
+            "torch_rng": torch.get_rng_state()})  # plain tensors: the file loads with weights_only
 
-    def out_of_budget() -> bool:
-        return step >= cfg.max_steps or (budget_s > 0 and elapsed >= budget_s)
+    loop = StepLoop("sync", model, optimizer, scheduler,
+                    LoopConfig(steps=cfg.max_steps, budget_s=budget_s, log_every=25,
+                               checkpoint_every_s=cfg.checkpoint_every_s, eval_every=cfg.eval_every if held_out else 0,
+                               hint=f"Lower sync.lr (now {cfg.lr})."),
+                    save=lambda metric: save(False), writer=writer, progress=progress, where=str(out))
+    if state is not None:
+        train = state["train"]
+        loop.load({"model": state["state_dict"], "optimizer": train["optimizer"], "scheduler": train["scheduler"],
+                   "step": train["step"], "elapsed_s": train["elapsed_s"]})
+        history = list(train["history"])
+        sampler.set_state(train["sampler_rng"])
+        torch.set_rng_state(train["torch_rng"])
+        log.info("resuming sync training from step %d (%.0f s done)", loop.step, loop.elapsed)
 
-    stats = {"loss": float("nan"), "accuracy": float("nan")}
-    run_start, run_steps = time.perf_counter(), 0
-    last_save = time.perf_counter()
-    bar = tqdm(total=cfg.max_steps, initial=step, desc="sync-train", unit="step", disable=None if progress else True)
+    def step_fn(step: int):
+        batch = {k: v.to(device, non_blocking=True) for k, v in sampler.batch().items()}
+        loss, stats = contrastive_loss(model, batch, cfg.min_offset)
+        last.update(loss=loss.detach(), **stats)
+        return {"loss": loss}, {**stats, "temperature": model.logit_scale.detach().exp()}
+
+    def evaluate(step: int) -> None:
+        history.append(_evaluate(model, held_out, step, writer))
+        model.train()
+
+    run_start = time.perf_counter()
     try:
-        while not out_of_budget():
-            t0 = time.perf_counter()
-            batch = sampler.batch()
-            batch = {k: v.to(device) for k, v in batch.items()}
-            loss, batch_stats = contrastive_loss(model, batch, cfg.min_offset)
-            if not torch.isfinite(loss):
-                raise SyncTalkError(f"sync training diverged at step {step} (loss {loss.item()}); the last good "
-                                    f"checkpoint is {out}. Lower sync.lr (now {cfg.lr}) and run again.")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            run_steps += 1
-            elapsed += time.perf_counter() - t0
-            stats = {"loss": loss.item(), **batch_stats}
-            if step % 25 == 0:
-                for key, value in stats.items():
-                    writer.add_scalar(f"train/{key}", value, step)
-                writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
-                writer.add_scalar("train/temperature", model.logit_scale.exp().item(), step)
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
-            if held_out and (step % cfg.eval_every == 0 or out_of_budget()):
-                history.append(_evaluate(model, held_out, step, writer))
-                model.train()
-            if time.perf_counter() - last_save > cfg.checkpoint_every_s:
-                save(False)
-                last_save = time.perf_counter()
+        loop.run(step_fn, evaluate=evaluate if held_out else None)
     except KeyboardInterrupt:
-        save(False)
-        log.warning("interrupted: checkpoint saved at step %d in %s; run the same command again to resume", step, out)
+        log.warning("interrupted: checkpoint saved at step %d in %s; run the same command again to resume",
+                    loop.step, out)
         raise
     finally:
-        bar.close()
         writer.close()
     save(True)
     seconds = time.perf_counter() - run_start
-    return SyncTrainReport(out, step, elapsed, run_steps * cfg.batch_size / max(seconds, 1e-9),
-                           stats["loss"], stats["accuracy"], history)
+    final = {key: float(value) for key, value in last.items()} or {"loss": float("nan"), "accuracy": float("nan")}
+    return SyncTrainReport(out, loop.step, loop.elapsed,
+                           (loop.step - start_step) * cfg.batch_size / max(seconds, 1e-9), final["loss"],
+                           final["accuracy"], history)
 
 
 def _evaluate(model: SyncModel, clips: list[SyncClip], step: int, writer) -> dict:
