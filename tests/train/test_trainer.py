@@ -191,3 +191,26 @@ def test_audio_grad_mouth_keeps_the_photometric_loss_off_the_audio_net(subject, 
         HeadStage(trainer.context).losses(batch, 0)["photometric"].backward()
         grads = [p.grad.abs().sum() for p in trainer.head.audio_net.parameters() if p.grad is not None]
         assert (sum(grads) > 0) == reaches, audio_grad
+
+
+def test_a_lips_stage_that_scores_lower_keeps_the_head_weights(subject, tmp_path, monkeypatch):
+    """A stage must not make the model worse: lips weights that validate below the head's are not kept."""
+    from synctalk.train.checkpoint import CheckpointManager
+    from synctalk.train.stage import StageContext
+    from synctalk.train.trainer import train
+
+    scores = {"head": 30.0, "lips": 20.0}
+    monkeypatch.setattr(StageContext, "validate", lambda self, stage, step, module, weights: scores[stage])
+    report = train(subject, tmp_path / "ws", tiny_config(torso_steps=0), progress=False, stages=("head", "lips"))
+    lips = report.stages["lips"]
+    assert lips["kept"] == "head" and lips["val_psnr"] == 30.0 and lips["val_psnr_lips"] == 20.0
+    assert "kept the head stage's weights" in " ".join(report.lines())
+    head = CheckpointManager(tmp_path / "ws" / "checkpoints" / "head").load_latest()["model"]
+    kept = CheckpointManager(tmp_path / "ws" / "checkpoints" / "lips").load_latest()
+    for key, value in head.items():
+        torch.testing.assert_close(kept["model"][key], value, msg=key)
+        torch.testing.assert_close(kept["ema"][key], value, msg=key)
+    # a lips stage that scores higher keeps its own weights
+    scores["lips"] = 40.0
+    again = train(subject, tmp_path / "ws2", tiny_config(torso_steps=0), progress=False, stages=("head", "lips"))
+    assert "kept" not in again.stages["lips"] and again.stages["lips"]["val_psnr"] == 40.0
