@@ -111,14 +111,14 @@ class StreamRenderer:
         self.context_s = TRANSFORMERS_CONTEXT_S if backend in ("hubert", "wav2vec2") else CONTEXT_S
         self.align = mel_aligned_frames(self.fps)
         self.samples_per_frame = SAMPLE_RATE_HZ / self.fps
-        window = avatar.head.config.audio_window
+        window = avatar.head.audio_window
         self.ahead = window - window // 2 - 1          # future frames in a frame's audio-net window
         if avatar.mouth is not None:                   # ... and in the mouth predictor's
             self.ahead = max(self.ahead, avatar.mouth.predictor.radius)
         self.lookahead_s = (self.ahead + 0.5) / self.fps + MEL_WINDOW_S
         self._make_drive = lambda n: make_drive(
             n, avatar.subject.poses.cpu().numpy(), avatar.subject.expressions.cpu().numpy(),
-            avatar.head.config.field.expression_names, avatar.subject.train, self.fps, options.pose, options.blink,
+            avatar.head.expression_names, avatar.subject.train, self.fps, options.pose, options.blink,
             options.still_frame, seed=options.seed, torso_tracks=avatar.subject.torso_tracks.cpu().numpy())
         self.drive = self._make_drive(int(horizon_s * self.fps))
         self.audio = np.zeros(0, np.float32)   # samples from self.audio_start on
@@ -165,7 +165,7 @@ class StreamRenderer:
     def _render(self, frames: list[int], total: int | None) -> list[np.ndarray]:
         from synctalk.inference.video import render_frames
 
-        lo = max(0, frames[0] - self.avatar.head.config.audio_window)
+        lo = max(0, frames[0] - self.avatar.head.audio_window)
         hi = max(self.features) + 1
         stack = np.stack([self.features[k] for k in range(lo, hi)])
         # the audio net clamps windows at the clip's ends: the start is frame 0, the end only known at the last chunk
@@ -174,10 +174,10 @@ class StreamRenderer:
 
     def _forget(self) -> None:
         """Drop features and audio no later frame needs (memory stays flat on endless streams)."""
-        keep_frame = max(0, self.done - self.avatar.head.config.audio_window - int(math.ceil(self.context_s
+        keep_frame = max(0, self.done - self.avatar.head.audio_window - int(math.ceil(self.context_s
                                                                                              * self.fps)) - 1)
         keep_frame -= keep_frame % self.align
-        for k in [k for k in self.features if k < keep_frame - self.avatar.head.config.audio_window]:
+        for k in [k for k in self.features if k < keep_frame - self.avatar.head.audio_window]:
             del self.features[k]
         keep_sample = int(round(keep_frame * self.samples_per_frame))
         if keep_sample > self.audio_start:

@@ -105,7 +105,7 @@ def render_video(workspace: str | Path, audio: str | Path, out: str | Path, opti
     n = avatar.n_frames(len(samples))
     features = avatar.audio_features(samples, n)
     drive = make_drive(n, avatar.subject.poses.cpu().numpy(), avatar.subject.expressions.cpu().numpy(),
-                       avatar.head.config.field.expression_names, avatar.subject.train, avatar.fps, options.pose,
+                       avatar.head.expression_names, avatar.subject.train, avatar.fps, options.pose,
                        options.blink, options.still_frame, seed=options.seed,
                        torso_tracks=avatar.subject.torso_tracks.cpu().numpy())
     portrait = PortraitCompositor(avatar, options) if options.portrait else None

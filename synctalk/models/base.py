@@ -68,6 +68,11 @@ class HeadRepresentation(nn.Module, ABC):
     def expression_names(self) -> tuple[str, ...]:
         """Blendshapes of the expression input, in order."""
 
+    @property
+    @abstractmethod
+    def audio_window(self) -> int:
+        """Frames of audio features each audio code sees (the window is centred on its frame)."""
+
     @abstractmethod
     def encode_audio(self, features: Tensor, frame_indices: Tensor | int) -> Tensor:
         """Audio codes: features [N, *shape] of a whole clip, frame indices int or [B] → [A] or [B, A]."""

@@ -344,6 +344,10 @@ class HeadModel(HeadRepresentation):
     def expression_names(self) -> tuple[str, ...]:
         return tuple(self.config.field.expression_names)
 
+    @property
+    def audio_window(self) -> int:
+        return self.config.audio_window
+
     def render_pixels(self, c2w: Tensor, K: Tensor, pixels: Tensor, audio_code: Tensor, expression: Tensor,
                       appearance_frames: Tensor | int | None = None, background: Tensor | float | None = None,
                       early_stop_eps: float = 0.0) -> dict[str, Tensor]:
