@@ -9,6 +9,10 @@ Each measurement is a fresh process that trains ``--steps`` head steps with the 
 ``train_log.json`` (optimiser steps only; validation and start-up are not counted). The synthetic subject
 (default) has random 256 x 256 frames and label maps: it exercises every part of a step, not the quality.
 
+``--ops`` (this tree only) profiles steady head steps in-process and counts, per step, the ATen operators (each
+one a kernel launch on a GPU) and those that make the host wait for the device (``.item()``, ``nonzero``,
+``unique``...): what bounds the step on a GPU once the data path serves device tensors.
+
 ``--contention`` runs every configuration twice: on an idle machine and beside one process spinning on a core (a
 user's laptop is never idle). Environments compared there: ``torch default`` (OpenMP threads spin-wait at
 barriers; ``OMP_WAIT_POLICY`` unset and our runtime's thread policy switched off) and ``synctalk`` (what
@@ -71,6 +75,48 @@ def measure(tree: Path, subject: Path, steps: int, env: dict[str, str], label: s
     return result
 
 
+HOST_SYNCS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::_unique2", "aten::unique_dim",
+              "aten::unique_consecutive", "aten::masked_select", "aten::repeat_interleave", "aten::_assert_async")
+
+
+def count_ops(subject: Path, steps: int) -> None:
+    """ATen operators and host-syncing operators per steady head step (see the module docstring)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from synctalk.config import SyncTalkConfig, load_config
+    from synctalk.train.loop import LoopConfig, StepLoop
+    from synctalk.train.stages import HeadStage
+    from synctalk.train.trainer import Trainer
+
+    cfg = load_config(SyncTalkConfig, "cpu")
+    trainer = Trainer(subject, Path(tempfile.mkdtemp(prefix="bench_ops_")), cfg, device="cpu", progress=False)
+    stage = HeadStage(trainer.context)
+    sampler = stage.sampler()
+    optimizer, scheduler = stage.optimizer()
+    warm = 20
+    loop = StepLoop("head", trainer.head, optimizer, scheduler,
+                    LoopConfig(steps=warm, ema_decay=cfg.train.ema_decay, log_every=10**9), progress=False)
+
+    def step_fn(step: int):
+        return stage.losses(sampler.sample(), step)
+
+    loop.run(step_fn, after_step=stage.after_step)  # past the grid's warm-up refreshes
+    loop.config.steps = warm + steps
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        loop.run(step_fn, after_step=stage.after_step)
+    counts: dict[str, int] = {}
+    for event in prof.events():
+        if event.name.startswith("aten::"):
+            counts[event.name] = counts.get(event.name, 0) + 1
+    total = sum(counts.values())
+    syncs = {name: counts[name] for name in HOST_SYNCS if name in counts}
+    print(f"{steps} steady head steps (cpu recipe, {cfg.train.rays} rays): {total / steps:.0f} ATen ops per step "
+          f"(nested calls included); host syncs per step: "
+          + (", ".join(f"{name} {n / steps:.2f}" for name, n in syncs.items()) or "none"))
+    top = sorted(counts.items(), key=lambda item: -item[1])[:12]
+    print("most frequent: " + ", ".join(f"{name} {n / steps:.0f}" for name, n in top))
+
+
 def spin() -> subprocess.Popen:
     """One process keeping one core busy (pure Python, no threads)."""
     return subprocess.Popen([sys.executable, "-c", "while True:\n    pass"])
@@ -89,9 +135,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--size", type=int, default=256, help="side of the synthetic subject")
     parser.add_argument("--contention", action="store_true", help="also measure beside one busy process")
+    parser.add_argument("--ops", action="store_true", help="count operators and host syncs per step (this tree)")
     args = parser.parse_args()
 
     subject = args.subject or make_subject(Path(tempfile.mkdtemp(prefix="bench_subject_")) / "s", args.size, 40)
+    if args.ops:
+        count_ops(subject, args.steps)
+        return
     print(f"subject {subject}, {args.steps} head steps per run, cpu recipe, {os.cpu_count()} cores")
     rows = []
     for tree in args.trees:

@@ -45,8 +45,12 @@ def feature_windows(features: Tensor, indices: Tensor, window: int) -> Tensor:
     n_frames = features.shape[0]
     if n_frames == 0:
         raise ValueError("feature_windows: features is empty (no frames)")
-    if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= n_frames):
-        raise IndexError(f"frame indices must lie in [0, {n_frames}), got {int(indices.min())}..{int(indices.max())}")
+    if indices.numel() and indices.device.type == "cpu":
+        if int(indices.min()) < 0 or int(indices.max()) >= n_frames:
+            raise IndexError(f"frame indices must lie in [0, {n_frames}), got {int(indices.min())}.."
+                             f"{int(indices.max())}")
+    elif indices.numel():  # on an accelerator the check must not make the host wait for the device
+        torch._assert_async(((indices >= 0) & (indices < n_frames)).all(), f"frame indices must lie in [0, {n_frames})")
     offsets = torch.arange(window, device=features.device) - window // 2  # [W]
     frames = (indices[:, None] + offsets[None, :]).clamp(0, n_frames - 1)  # [B, W]
     return features[frames]

@@ -59,7 +59,8 @@ class PixelStage:
 
     def optimizer(self):
         groups = self.module.param_groups(self.tcfg.lr_grid, self.tcfg.lr_mlp)
-        optimizer = torch.optim.AdamW(groups)
+        # on CUDA one fused kernel updates every tensor (the step counters then live on the device too)
+        optimizer = torch.optim.AdamW(groups, fused=self.ctx.device.type == "cuda")
         gamma = self.tcfg.lr_final ** (1.0 / max(1, self.steps))
         return optimizer, torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma)
 
