@@ -36,6 +36,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def configure_precision(device=None, tf32: bool = True) -> str:
+    """Float32 precision of CUDA matmuls and cuDNN convolutions for the whole process: TF32 tensor cores when
+    ``tf32`` (config ``train.tf32``), else full IEEE float32. Call it once per command, after the device is resolved.
+
+    Uses only the per-backend API of torch >= 2.9 (``torch.backends.cuda.matmul.fp32_precision``,
+    ``torch.backends.cudnn.conv/rnn.fp32_precision``): torch raises when code reads the deprecated ``allow_tf32``
+    flags after the new API was used, so nothing here touches them. The flags exist on CPU-only builds too, where they
+    change nothing; CPU (oneDNN) matmuls keep full float32. Returns a one-line description for logs.
+    """
+    import torch
+
+    device = torch.device(device if device is not None else "cpu")
+    mode = "tf32" if tf32 else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = mode
+    torch.backends.cudnn.conv.fp32_precision = mode
+    torch.backends.cudnn.rnn.fp32_precision = mode
+    if device.type != "cuda":
+        return f"precision: float32 on {device.type} (CUDA matmul/conv set to {mode}, unused here)"
+    return f"precision: CUDA matmul and cuDNN conv {mode}" + (" (TF32 tensor cores)" if tf32 else " (full float32)")
+
+
 class _CurrentStderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is at the time of the record (not the stream of when it was created), so
     a redirected or replaced stderr (pytest capture, notebooks) keeps working."""
