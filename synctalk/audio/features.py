@@ -73,7 +73,7 @@ def compute_features(backend: str, samples: np.ndarray, sample_rate_hz: int, n_f
         from synctalk.audio.sync_model import load_sync_model
 
         model = load_sync_model(checkpoint, device)
-    features = encode_audio(model, mel, n_frames, fps, batch, device, progress)
+    features = encode_audio(model, mel, n_frames, fps, batch, progress=progress)
     info = {"backend": "ave", "shape": [features.shape[1]], "window_frames": melspec.WINDOW}
     if checkpoint is not None:
         from synctalk.assets import sha256_of
@@ -84,10 +84,12 @@ def compute_features(backend: str, samples: np.ndarray, sample_rate_hz: int, n_f
 
 @torch.no_grad()
 def encode_audio(model, mel: np.ndarray, n_frames: int, fps: float, batch: int = 256,
-                 device: str | torch.device = "cpu", progress: bool = False) -> np.ndarray:
-    """The sync model's audio tower on every frame's mel window → `[N, 512]` float32 (before normalisation)."""
+                 progress: bool = False) -> np.ndarray:
+    """The sync model's audio tower on every frame's mel window → `[N, 512]` float32 (before normalisation); runs
+    on the model's device."""
     from tqdm import tqdm
 
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     starts = melspec.window_starts(np.arange(n_frames), fps)

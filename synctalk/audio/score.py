@@ -73,8 +73,9 @@ def score_clip(model, clip: SyncClip, max_offset: int = 15, frames: np.ndarray |
     audio_frames = np.arange(lo, hi + 1)
     audio = torch.cat([embed_audio(clip, audio_frames[i:i + batch])
                        for i in range(0, len(audio_frames), batch)])                            # [A, D]
-    index = torch.from_numpy(frames[:, None] - offsets[None, :] - lo)                          # [W, K]
-    distances = (video[:, None, :] - audio[index]).norm(dim=-1).numpy()                         # [W, K]
+    audio = audio.to(video.device)
+    index = torch.from_numpy(frames[:, None] - offsets[None, :] - lo).to(video.device)           # [W, K]
+    distances = (video[:, None, :] - audio[index]).norm(dim=-1).float().cpu().numpy()           # [W, K]
     model.train(was_training)
     curve = distances.mean(0)
     best = int(curve.argmin())
@@ -84,11 +85,12 @@ def score_clip(model, clip: SyncClip, max_offset: int = 15, frames: np.ndarray |
 
 def _embedders(model):
     """(video, audio) embedding functions of a judge: its own when it has them (official SyncNet), else the
-    sync model's towers on lower-face crops and mel windows."""
+    sync model's towers on lower-face crops and mel windows (built on the CPU, moved to the model's device)."""
     if hasattr(model, "video_embeddings"):
         return model.video_embeddings, model.audio_embeddings
-    return (lambda clip, frames: model.embed_visual(video_windows(clip, frames)),
-            lambda clip, frames: model.embed_audio(audio_windows(clip, frames)))
+    device = next(model.parameters()).device
+    return (lambda clip, frames: model.embed_visual(video_windows(clip, frames).to(device)),
+            lambda clip, frames: model.embed_audio(audio_windows(clip, frames).to(device)))
 
 
 def sync_score(video: str | Path | SyncClip, audio: str | Path | None = None, checkpoint: str | Path | None = None,
