@@ -117,7 +117,8 @@ class Avatar:
     @torch.no_grad()
     def audio_codes(self, features: np.ndarray | torch.Tensor, frames) -> torch.Tensor:
         """Audio codes ``[len(frames), A]`` of frames of a feature array (each frame sees its centred window)."""
-        features = torch.as_tensor(np.asarray(features), dtype=torch.float32, device=self.device)
+        features = features if torch.is_tensor(features) else np.asarray(features)  # a tensor may be on any device
+        features = torch.as_tensor(features, dtype=torch.float32, device=self.device)
         return self.head.encode_audio(features, torch.as_tensor(list(frames), device=self.device))
 
     def mouth_shapes(self, features: np.ndarray | torch.Tensor, frames) -> np.ndarray | None:
@@ -152,5 +153,6 @@ class Avatar:
                            size, size, behind)
         if self.mouth is not None and mouth_shapes is not None:
             landmarks = np.asarray(self.ds.landmarks[pose_frame])[None, :, :2] * (size / self.ds.width)
-            out.rgb = self.mouth.redraw(out.rgb[None], landmarks, np.asarray(mouth_shapes)[None])[0]
+            shapes = mouth_shapes if torch.is_tensor(mouth_shapes) else np.asarray(mouth_shapes)  # [27], any device
+            out.rgb = self.mouth.redraw(out.rgb[None], landmarks, shapes[None])[0]
         return out

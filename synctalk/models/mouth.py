@@ -99,6 +99,7 @@ class MouthPredictor:
 
     @staticmethod
     def _windows(features: np.ndarray, frames, radius: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+        features = features.detach().cpu().numpy() if torch.is_tensor(features) else features  # any device
         flat = (np.asarray(features, np.float64).reshape(len(features), -1) - mean) / std
         frames = np.asarray(list(frames), int)
         index = np.clip(frames[:, None] + np.arange(-radius, radius + 1)[None], 0, len(flat) - 1)
@@ -116,6 +117,7 @@ class MouthPredictor:
         """Fit on ``train`` frames (``targets`` ``[len(train), K]``); pick the ridge strength with the best mean
         correlation on ``val`` (or the middle one without validation frames). Returns the predictor and
         ``{"alpha", "val_r"}`` (per-blendshape Pearson r on val, NaN-free)."""
+        features = features.detach().cpu().numpy() if torch.is_tensor(features) else features
         flat = np.asarray(features, np.float64).reshape(len(features), -1)
         mean, std = flat[train].mean(0), flat[train].std(0) + 1e-6
         x = cls._windows(features, train, radius, mean, std)

@@ -133,7 +133,7 @@ def train_mouth(ctx) -> None:
         rows = {"true": generator(footage, shapes[picks]), "predicted": generator(footage, predicted),
                 "mean": generator(footage, torch.zeros_like(predicted))}
         sweep = shapes[picks[:1]].repeat(5, 1)
-        sweep[:, jaw] = torch.linspace(-1.5, 3.0, 5)
+        sweep[:, jaw] = torch.linspace(-1.5, 3.0, 5, device=device)
         swept = generator(footage[:1].expand(5, -1, -1, -1), sweep)
     for name, drawn in rows.items():
         info[f"val_ellipse_psnr_{name}"] = round(region_psnr(drawn, footage, mask), 3)
