@@ -9,6 +9,8 @@ Convention (every op folder follows it):
 import; the first `load` of an (op, kind) builds (a minute or so for a CPU op, a few minutes for CUDA), later
 processes load the cached library. A failed build is reported as ONE warning with the first compiler errors, is
 remembered for the rest of the process (not retried on every call), and callers fall back to the PyTorch reference.
+On CUDA tensors such a fallback is slow: it is logged as a WARNING once per op and kept in `fallbacks()` /
+`fallback_summary()`, which the CLI prints in its final summary.
 
 Build directory: `$SYNCTALK_BUILD_DIR`, else `$SYNCTALK_HOME/build`, else `~/.cache/synctalk/build`, with one
 sub-folder per op / kind / torch version / CUDA version / arch, so switching torch or GPU never loads a stale library.
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -166,6 +169,34 @@ def _exclusive(folder: Path):
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+# platform.machine() -> the folder name of CUDA's per-target tree (conda's packages and the NVIDIA runfile use it)
+CUDA_TARGETS = {"x86_64": "x86_64-linux", "aarch64": "sbsa-linux", "ppc64le": "ppc64le-linux"}
+
+
+def cuda_toolkit_dirs() -> tuple[list[str], list[str]]:
+    """(include, library) folders of the CUDA toolkit that torch's cpp_extension does not add by itself.
+
+    Conda's CUDA 12+ packages (environment.yml) put the headers (`cuda_runtime_api.h`) and `libcudart.so` under
+    `$PREFIX/targets/<arch>-linux/{include,lib}`, while torch adds only `$CUDA_HOME/include` and `$CUDA_HOME/lib64`
+    (or `lib`). Looks under torch's CUDA_HOME and `$CONDA_PREFIX`; returns only folders that hold those files.
+    """
+    from torch.utils.cpp_extension import CUDA_HOME
+
+    roots: list[Path] = []
+    for root in (CUDA_HOME, os.environ.get("CUDA_HOME"), os.environ.get("CONDA_PREFIX")):
+        if root and Path(root) not in roots:
+            roots.append(Path(root))
+    target = CUDA_TARGETS.get(platform.machine(), f"{platform.machine()}-linux")
+    includes, libraries = [], []
+    for root in roots:
+        tree = root / "targets" / target
+        if (tree / "include" / "cuda_runtime_api.h").is_file():
+            includes.append(str(tree / "include"))
+        if any((tree / "lib").glob("libcudart.so*")):
+            libraries.append(str(tree / "lib"))
+    return includes, libraries
+
+
 def _why_unavailable(kind: str) -> str | None:
     """A reason this kind cannot be built here, or None."""
     import torch
@@ -237,8 +268,9 @@ def _load_uncached(op: str, kind: str) -> tuple[ModuleType | None, str]:
         kwargs.update(extra_cflags=CPU_CFLAGS, extra_ldflags=CPU_LDFLAGS, with_cuda=False)
     else:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", params["arch"])
-        kwargs.update(extra_cflags=["-O3"], extra_cuda_cflags=CUDA_CFLAGS, extra_include_paths=[str(ROOT / op)],
-                      with_cuda=True)
+        includes, libraries = cuda_toolkit_dirs()
+        kwargs.update(extra_cflags=["-O3"], extra_cuda_cflags=CUDA_CFLAGS, extra_include_paths=[str(ROOT / op)]
+                      + includes, extra_ldflags=[f"-L{lib}" for lib in libraries], with_cuda=True)
     start = time.perf_counter()
     try:
         with _exclusive(folder):
@@ -258,6 +290,59 @@ BACKENDS = ("auto", "torch", "cpu", "cuda")
 _CHOSEN: set[tuple[str, str, str]] = set()
 
 
+@dataclass(frozen=True)
+class Fallback:
+    """An op that ran on the PyTorch reference although its tensors were on CUDA."""
+
+    op: str
+    reason: str
+    fix: str
+
+
+# (op, reason) -> Fallback, in the order they happened; one WARNING each
+_FALLBACKS: dict[tuple[str, str], Fallback] = {}
+
+
+def _fix_for(reason: str) -> str:
+    import torch
+
+    if reason.startswith("no nvcc"):
+        return (f"install the CUDA {torch.version.cuda} toolkit (conda env create -f environment.yml) or set "
+                "CUDA_HOME, then run `python -m cuda_ext.build --kind cuda`")
+    if reason.startswith("build failed"):
+        return "run `python -m cuda_ext.build --kind cuda` for the compiler errors"
+    return "run `python -m cuda_ext.build --kind cuda` to see why"
+
+
+def record_fallback(op: str, reason: str, fix: str | None = None) -> None:
+    """Note that `op` runs the PyTorch reference on CUDA tensors (slow); warns once per op and reason."""
+    key = (op, reason)
+    if key in _FALLBACKS:
+        return
+    _FALLBACKS[key] = record = Fallback(op, reason, fix or _fix_for(reason))
+    log.warning("%s: no CUDA kernel, the PyTorch reference runs on the GPU instead (much slower): %s. Fix: %s",
+                op, reason, record.fix)
+
+
+def fallbacks() -> list[Fallback]:
+    """The ops of this process that fell back to the PyTorch reference on CUDA tensors (empty on CPU runs)."""
+    return list(_FALLBACKS.values())
+
+
+def fallback_summary() -> str | None:
+    """One line for a command's final summary: the ops that ran on the slow path on CUDA, why, and the fix; None
+    when there were none."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for record in _FALLBACKS.values():
+        ops = groups.setdefault((record.reason, record.fix), [])
+        if record.op not in ops:
+            ops.append(record.op)
+    if not groups:
+        return None
+    parts = [f"{', '.join(ops)}: {reason} (fix: {fix})" for (reason, fix), ops in groups.items()]
+    return "slow path: CUDA kernels not used, PyTorch reference instead for " + "; ".join(parts)
+
+
 def resolve_backend(op: str, backend: str, device_type: str, extra: tuple[str, ...] = ()
                     ) -> tuple[str, ModuleType | None]:
     """The backend an op runs with for tensors on `device_type`: ("torch", None), ("cpu"|"cuda", module), or
@@ -265,7 +350,8 @@ def resolve_backend(op: str, backend: str, device_type: str, extra: tuple[str, .
 
     `auto` picks the fast path of the tensors' device (cuda tensors → the CUDA build, cpu tensors → the C++ build)
     and falls back to the PyTorch reference when there is none or it cannot be built; it logs its choice once per
-    op and device, e.g. "trihash backend: cpu (built in 31 s)". An explicit "cpu"/"cuda" on tensors of the other
+    op and device, e.g. "trihash backend: cpu (built in 31 s)", and a fallback on CUDA tensors as a WARNING that is
+    kept for `fallback_summary()`. An explicit "cpu"/"cuda" on tensors of the other
     device, or one that cannot be built here, is an error that says why.
     """
     if backend not in BACKENDS + tuple(extra):
@@ -283,8 +369,11 @@ def resolve_backend(op: str, backend: str, device_type: str, extra: tuple[str, .
     key = (op, backend, device_type)
     if key not in _CHOSEN:
         _CHOSEN.add(key)
-        reason = status if module is not None else f"{kind or device_type}: {status}"
-        log.info("%s backend: %s (%s)", op, choice[0], reason)
+        if module is None and kind == "cuda":
+            record_fallback(op, status)
+        else:
+            reason = status if module is not None else f"{kind or device_type}: {status}"
+            log.info("%s backend: %s (%s)", op, choice[0], reason)
     return choice
 
 
@@ -304,7 +393,7 @@ def nvcc_compile_check(path: str | Path, timeout_s: float = 300.0) -> tuple[bool
     if not Path(nvcc).exists():
         return False, "nvcc not found on PATH or under $CUDA_HOME/bin"
     with tempfile.TemporaryDirectory() as tmp:
-        includes = [f"-I{p}" for p in include_paths()] + [f"-I{_python_include()}"]
+        includes = [f"-I{p}" for p in include_paths() + cuda_toolkit_dirs()[0]] + [f"-I{_python_include()}"]
         if not any((Path(p) / "c10/cuda/impl/cuda_cmake_macros.h").is_file() for p in include_paths()):
             stub = Path(tmp) / "stub" / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h"
             stub.parent.mkdir(parents=True)

@@ -21,14 +21,14 @@ from collections import Counter
 import torch
 from torch.autograd.function import once_differentiable
 
-from cuda_ext.build import resolve_backend
+from cuda_ext.build import record_fallback, resolve_backend
 from cuda_ext.hashgrid import reference
 
 log = logging.getLogger("synctalk.cuda_ext")
 OP = "hashgrid"
 # Backend that actually ran, per call ("torch" / "cpu" / "cuda"): lets tests prove a fast path was exercised.
 backend_calls: Counter[str] = Counter()
-_FALLBACK_LOGGED: set[tuple[str, str]] = set()
+_FALLBACK_LOGGED: set[tuple[str, str, str]] = set()
 
 
 def check_inputs(points: torch.Tensor, embeddings: torch.Tensor, offsets, resolutions, bound: float,
@@ -76,10 +76,15 @@ def fast_path_blocker(points: torch.Tensor, embeddings: torch.Tensor) -> str | N
     return None
 
 
-def log_fallback_once(op: str, reason: str) -> None:
-    if (op, reason) not in _FALLBACK_LOGGED:
-        _FALLBACK_LOGGED.add((op, reason))
-        log.info("%s: using the PyTorch reference for this call: %s", op, reason)
+def log_fallback_once(op: str, reason: str, device_type: str = "cpu") -> None:
+    """Log (once per op and reason) a call that the fast path cannot take; on CUDA it is also a recorded fallback
+    (a WARNING and a line in the command's summary: the reference is much slower on the GPU)."""
+    if (op, reason, device_type) not in _FALLBACK_LOGGED:
+        _FALLBACK_LOGGED.add((op, reason, device_type))
+        if device_type == "cuda":
+            record_fallback(op, f"some calls: {reason}", "call it with float32 points that do not require grad")
+        else:
+            log.info("%s: using the PyTorch reference for this call: %s", op, reason)
 
 
 class GridEncodeFunction(torch.autograd.Function):
@@ -124,7 +129,7 @@ def hashgrid_encode(points: torch.Tensor, embeddings: torch.Tensor, offsets, res
     blocker = fast_path_blocker(points, embeddings) if module is not None else None
     if module is None or blocker:
         if blocker:
-            log_fallback_once(OP, blocker)
+            log_fallback_once(OP, blocker, points.device.type)
         backend_calls["torch"] += 1
         return reference.hashgrid_encode(points, embeddings, offsets, resolutions, bound)
     backend_calls[name] += 1

@@ -48,7 +48,7 @@ def trihash_encode(points: torch.Tensor, embeddings: torch.Tensor, offsets, reso
     blocker = fast_path_blocker(points, embeddings) if module is not None else None
     if module is None or blocker:
         if blocker:
-            log_fallback_once(OP, blocker)
+            log_fallback_once(OP, blocker, points.device.type)
         backend_calls["torch"] += 1
         return reference.trihash_encode(points, embeddings, offsets, resolutions, bound)
     backend_calls[name] += 1
