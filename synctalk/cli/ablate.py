@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from synctalk.cli.common import verbosity
+    from synctalk.cli.common import print_fallbacks, verbosity
     from synctalk.errors import UserInputError
     from synctalk.eval.ablate import ablate
 
@@ -55,4 +55,5 @@ def run(args: argparse.Namespace) -> int:
     done = sum(e["status"] == "ok" for e in entries)
     print(f"ablation: {done} of {len(entries)} variants evaluated; {args.output.resolve()} (ablation.csv, "
           "ablation.md, charts/)")
+    print_fallbacks()
     return 0 if done else 1

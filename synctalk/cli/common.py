@@ -33,6 +33,30 @@ def resolve_config(args: argparse.Namespace) -> SyncTalkConfig:
     return load_config(SyncTalkConfig, args.config, overrides)
 
 
+def compute_device(cfg: SyncTalkConfig):
+    """The config's device resolved (auto → cuda when available), with the process's float32 precision set for it
+    (``train.tf32``, see synctalk.runtime.configure_precision). Every command that computes starts with it."""
+    import logging
+
+    from synctalk.runtime import configure_precision, resolve_device
+
+    device = resolve_device(cfg.device)
+    logging.getLogger("synctalk").debug(configure_precision(device, cfg.train.tf32))
+    return device
+
+
+def print_fallbacks(file=None) -> None:
+    """The summary line naming the kernels that ran on the slow PyTorch reference on CUDA (why, and the fix), when
+    there were any (cuda_ext.build.fallback_summary)."""
+    import sys
+
+    from cuda_ext.build import fallback_summary
+
+    line = fallback_summary()
+    if line:
+        print(line, file=file or sys.stdout)
+
+
 def verbosity(args: argparse.Namespace) -> int:
     return -1 if getattr(args, "quiet", False) else getattr(args, "verbose", 0)
 

@@ -19,12 +19,13 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from synctalk.cli.common import compute_device, print_fallbacks
     from synctalk.demo import run_demo
-    from synctalk.runtime import resolve_device, seed_everything
+    from synctalk.runtime import seed_everything
 
     cfg = resolve_config(args)
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = compute_device(cfg)
     print(f"synctalk demo -> {args.output.resolve()} (device: {device})")
     report = run_demo(cfg, args.output)
     for name in report.stages_run:
@@ -34,4 +35,5 @@ def run(args: argparse.Namespace) -> int:
     for line in report.stages_next:
         print(f"  next  {line}  [not built yet]")
     print(f"video: {report.video.resolve() if report.video else '(none)'}")
+    print_fallbacks()
     return 0

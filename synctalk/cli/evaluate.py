@@ -39,16 +39,17 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.workspace is None or args.output is None:
         raise UserInputError("evaluate needs WORKSPACE and -o REPORT_DIR (or --compare A B)")
-    from synctalk.cli.common import given, resolve_config, verbosity
+    from synctalk.cli.common import compute_device, given, print_fallbacks, resolve_config, verbosity
     from synctalk.eval.evaluate import EvaluateOptions, evaluate
-    from synctalk.runtime import resolve_device
 
     cfg = resolve_config(args)
+    device = compute_device(cfg)
     options = EvaluateOptions(split=args.split, audio=args.audio, portrait=args.portrait,
                               max_frames=args.max_frames, sync_model=args.sync_model,
                               silent=args.silent, **given(mouth_gain=args.mouth_gain))
-    result = evaluate(args.workspace, args.output, options, device=resolve_device(cfg.device),
+    result = evaluate(args.workspace, args.output, options, device=device,
                       progress=verbosity(args) >= 0)
     print((args.output / "metrics.md").read_text())
     print(f"report: {args.output.resolve()} (metrics.json, metrics.md, sheet.png)")
+    print_fallbacks()
     return 0 if result else 1

@@ -27,13 +27,14 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from preprocess.run import preprocess
-    from synctalk.cli.common import resolve_config, verbosity
+    from synctalk.cli.common import compute_device, resolve_config, verbosity
 
     if args.workers is not None:
         args.overrides.append(f"preprocess.workers={args.workers}")
     cfg = resolve_config(args)
+    device = compute_device(cfg)
     report = preprocess(args.video, args.output, cfg.preprocess, audio=args.audio, force=tuple(args.force),
-                        progress=verbosity(args) >= 0, full_config=cfg)
+                        progress=verbosity(args) >= 0, full_config=cfg, device=device)
     print_summary(report)
     return 0
 

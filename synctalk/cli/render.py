@@ -40,18 +40,19 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from synctalk.cli.common import given, resolve_config, verbosity
+    from synctalk.cli.common import compute_device, given, print_fallbacks, resolve_config, verbosity
     from synctalk.inference.video import RenderOptions, render_video
-    from synctalk.runtime import resolve_device
 
     cfg = resolve_config(args)
+    device = compute_device(cfg)
     options = RenderOptions(pose=args.pose, blink=args.blink, still_frame=args.still_frame, portrait=args.portrait,
                             restorer=not args.no_restorer, mouth=not args.no_mouth, source=args.source, size=args.size,
                             frames_dir=args.frames_dir, allow_silent=args.allow_silent, seed=cfg.seed,
                             **given(mouth_gain=args.mouth_gain))
-    report = render_video(args.workspace, args.audio, args.output, options, device=resolve_device(cfg.device),
+    report = render_video(args.workspace, args.audio, args.output, options, device=device,
                           progress=verbosity(args) >= 0)
     print(f"{report.n_frames} frames ({report.frame_size[0]}x{report.frame_size[1]}, {report.fps:g} fps) for "
           f"{report.audio_seconds:.2f} s of audio, rendered at {report.render_fps:.2f} frames/s")
     print(f"video: {report.video}")
+    print_fallbacks()
     return 0

@@ -33,15 +33,16 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from synctalk.cli.common import given, resolve_config
+    from synctalk.cli.common import compute_device, given, print_fallbacks, resolve_config
     from synctalk.inference.stream import stream
     from synctalk.inference.video import RenderOptions
-    from synctalk.runtime import resolve_device
 
     cfg = resolve_config(args)
+    device = compute_device(cfg)
     options = RenderOptions(pose=args.pose, blink=args.blink, size=args.size, mouth=not args.no_mouth, seed=cfg.seed,
                             **given(mouth_gain=args.mouth_gain))
     report = stream(args.workspace, args.audio, args.output, options, rate=args.rate, chunk_s=args.chunk,
-                    realtime=not args.as_fast_as_possible, device=resolve_device(cfg.device))
+                    realtime=not args.as_fast_as_possible, device=device)
     print(report.summary(), file=sys.stderr if args.output == "-" else sys.stdout)
+    print_fallbacks(sys.stderr if args.output == "-" else sys.stdout)
     return 0

@@ -28,12 +28,12 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from synctalk.audio.score import offset_curve_plot, sync_score
-    from synctalk.cli.common import resolve_config, verbosity
-    from synctalk.runtime import resolve_device
+    from synctalk.cli.common import compute_device, resolve_config, verbosity
 
     cfg = resolve_config(args)
+    device = compute_device(cfg)
     score = sync_score(args.video, args.audio, checkpoint=args.model, max_offset=args.max_offset,
-                       start_s=args.start, end_s=args.end, device=resolve_device(cfg.device),
+                       start_s=args.start, end_s=args.end, device=device,
                        progress=verbosity(args) >= 0)
     if args.plot:
         offset_curve_plot({args.video.name: score}, args.plot)

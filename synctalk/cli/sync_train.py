@@ -38,9 +38,8 @@ def split_overrides(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from synctalk.audio.sync_data import load_clips
     from synctalk.audio.sync_train import train_sync_model
-    from synctalk.cli.common import resolve_config, verbosity
+    from synctalk.cli.common import compute_device, resolve_config, verbosity
     from synctalk.errors import UserInputError
-    from synctalk.runtime import resolve_device
 
     split_overrides(args)
     if not args.corpus:
@@ -50,10 +49,11 @@ def run(args: argparse.Namespace) -> int:
     if args.steps is not None:
         args.overrides.append(f"sync.max_steps={args.steps}")
     cfg = resolve_config(args)
+    device = compute_device(cfg)
     progress = verbosity(args) >= 0
     clips = load_clips(args.corpus, progress=progress)
     held_out = load_clips(args.held_out, progress=progress) if args.held_out else None
-    report = train_sync_model(clips, args.output, cfg.sync, held_out=held_out, device=resolve_device(cfg.device),
+    report = train_sync_model(clips, args.output, cfg.sync, held_out=held_out, device=device,
                               seed=cfg.seed, progress=progress, init=args.init)
     print(f"{report.checkpoint}: {report.steps} steps, {report.seconds / 60:.1f} min of training, "
           f"{report.samples_per_s:.0f} samples/s, loss {report.loss:.3f}, batch accuracy {report.accuracy:.2f}")

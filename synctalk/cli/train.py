@@ -28,15 +28,16 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from synctalk.cli.common import resolve_config, verbosity
-    from synctalk.runtime import resolve_device, seed_everything
+    from synctalk.cli.common import compute_device, print_fallbacks, resolve_config, verbosity
+    from synctalk.runtime import seed_everything
     from synctalk.train.trainer import train
 
     cfg = resolve_config(args)
     seed_everything(cfg.seed)
-    report = train(args.subject, args.workspace, cfg, device=resolve_device(cfg.device),
+    report = train(args.subject, args.workspace, cfg, device=compute_device(cfg),
                    progress=verbosity(args) >= 0, stages=tuple(args.stages), redo=tuple(args.redo))
     for line in report.lines():
         print(line)
     print(f"workspace: {report.workspace}")
+    print_fallbacks()
     return 0

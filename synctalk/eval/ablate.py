@@ -216,7 +216,7 @@ def _fresh_workspace(workspace: Path, report_dir: Path, cfg) -> None:
 def _run_variant(subject: Path, variant: Variant, out: Path, device, max_frames: int | None,
                  progress: bool) -> dict:
     from synctalk.eval.evaluate import EvaluateOptions, evaluate
-    from synctalk.runtime import resolve_device
+    from synctalk.runtime import configure_precision, resolve_device
     from synctalk.train.trainer import STAGES, train
 
     workspace, report_dir = out / "workspace", out / "report"
@@ -225,6 +225,7 @@ def _run_variant(subject: Path, variant: Variant, out: Path, device, max_frames:
         log.info("ablate %s: up to date (%s), skipped", variant.name, report_dir / "metrics.json")
         return {"result": cached, "reused": True}
     dev = resolve_device(variant.cfg.device) if device is None else device
+    configure_precision(dev, variant.cfg.train.tf32)  # a variant may switch TF32
     _fresh_workspace(workspace, report_dir, variant.cfg)
     stages = STAGES if variant.portrait else tuple(s for s in STAGES if s != "portrait")
     log.info("ablate %s: training into %s", variant.name, workspace)
