@@ -43,6 +43,7 @@ class Context:
     progress: bool = True
     max_frames: int | None = None
     full: SyncTalkConfig = field(default_factory=SyncTalkConfig)  # other sections (audio, sync, seed)
+    device: object = "cpu"   # torch.device of the learnt steps (the sync model and its features)
     _hashes: dict[Path, str] = field(default_factory=dict)
 
     @property
@@ -248,7 +249,8 @@ def run_audio_features(ctx: Context) -> dict:
     if audio_cfg.backend == "ave" and checkpoint is None:
         checkpoint, stats["sync_train"] = train_subject_sync_model(ctx, ds)
     features = compute_features(audio_cfg.backend, samples, ds.sample_rate_hz, len(ds), ds.fps,
-                                checkpoint=checkpoint, batch=audio_cfg.feature_batch, progress=ctx.progress)
+                                checkpoint=checkpoint, batch=audio_cfg.feature_batch, device=ctx.device,
+                                progress=ctx.progress)
     ctx.writer.save_array("audio_features.npy", features.features)
     ctx.writer.write_json("audio_features.json", features.info)
     return {**stats, "shape": list(features.features.shape)}
@@ -273,7 +275,7 @@ def train_subject_sync_model(ctx: Context, ds: SubjectDataset) -> tuple[Path, di
     checkpoint = ctx.root / "sync.pt"
     report = train_sync_model([train], checkpoint, ctx.full.sync, held_out=[held] if len(held.centres) else None,
                               budget_minutes=ctx.full.sync.subject_budget_minutes, seed=ctx.full.seed,
-                              progress=ctx.progress, log_dir=ctx.root / "logs" / "sync", tag=tag)
+                              device=ctx.device, progress=ctx.progress, log_dir=ctx.root / "logs" / "sync", tag=tag)
     stats = {"steps": report.steps, "seconds": round(report.seconds, 1), "loss": round(report.loss, 4),
              "accuracy": round(report.accuracy, 3), "samples_per_s": round(report.samples_per_s, 1)}
     if report.history:
@@ -354,13 +356,15 @@ def downstream(names: set[str]) -> set[str]:
 
 
 def preprocess(video: str | Path, out_dir: str | Path, cfg: PreprocessConfig, audio: str | Path | None = None,
-               force: tuple[str, ...] = (), progress: bool = True, full_config=None) -> PreprocessReport:
+               force: tuple[str, ...] = (), progress: bool = True, full_config=None, device=None) -> PreprocessReport:
     """Turn `video` (+ optional separate `audio`) into the subject directory `out_dir`; see module docstring.
 
     The resolved config is saved as `out_dir/config.yaml`: `full_config` (a SyncTalkConfig) when given, else
-    the defaults with this `cfg` as the preprocess section.
+    the defaults with this `cfg` as the preprocess section. `device`: where the sync model trains and computes the
+    audio features (default: the config's `device`, auto = cuda when available).
     """
     from synctalk.config import save_config
+    from synctalk.runtime import resolve_device
 
     start = time.perf_counter()
     unknown = [s for s in force if s not in CONTRACT_STEPS and s != "all"]
@@ -377,7 +381,8 @@ def preprocess(video: str | Path, out_dir: str | Path, cfg: PreprocessConfig, au
     writer = SubjectWriter(out_dir)
     full_config = full_config if full_config is not None else SyncTalkConfig(preprocess=cfg)
     save_config(full_config, writer.root)
-    ctx = Context(video, audio_path, writer, cfg, info, progress, lengths.max_frames, full_config)
+    device = resolve_device(full_config.device) if device is None else device
+    ctx = Context(video, audio_path, writer, cfg, info, progress, lengths.max_frames, full_config, device)
     forced = downstream(set(CONTRACT_STEPS) if "all" in force else set(force))
     reports = []
     for step in PIPELINE:
