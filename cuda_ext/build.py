@@ -307,8 +307,9 @@ def _fix_for(reason: str) -> str:
     import torch
 
     if reason.startswith("no nvcc"):
-        return (f"install the CUDA {torch.version.cuda} toolkit (conda env create -f environment.yml) or set "
-                "CUDA_HOME, then run `python -m cuda_ext.build --kind cuda`")
+        toolkit = f"the CUDA {torch.version.cuda} toolkit" if torch.version.cuda else "a CUDA toolkit"
+        return (f"install {toolkit} (conda env create -f environment.yml) or set CUDA_HOME, then run "
+                "`python -m cuda_ext.build --kind cuda`")
     if reason.startswith("build failed"):
         return "run `python -m cuda_ext.build --kind cuda` for the compiler errors"
     return "run `python -m cuda_ext.build --kind cuda` to see why"

@@ -146,12 +146,16 @@ def test_auto_falls_back_once_when_the_build_fails(monkeypatch, caplog):
     monkeypatch.setattr(build, "_load_uncached", fake_build)
     monkeypatch.setattr(build, "_RESULTS", {})
     monkeypatch.setattr(build, "_CHOSEN", set())
+    monkeypatch.setattr(build, "_FALLBACKS", {})
     with caplog.at_level(logging.INFO, logger="synctalk.cuda_ext"):
         for _ in range(3):
             assert build.resolve_backend("march", "auto", "cuda") == ("torch", None)
     assert calls == [("march", "cuda")]  # the failure is remembered, not retried
-    assert [r.getMessage() for r in caplog.records] == [
-        "march backend: torch (cuda: no nvcc (install the CUDA toolkit))"]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and caplog.records[0].levelno == logging.WARNING  # one warning, not one per call
+    assert messages[0].startswith("march: no CUDA kernel, the PyTorch reference runs on the GPU instead")
+    assert "no nvcc (install the CUDA toolkit)" in messages[0] and "None" not in messages[0]
+    assert [f.op for f in build.fallbacks()] == ["march"]
     with pytest.raises(RuntimeError, match="unavailable: no nvcc"):
         build.resolve_backend("march", "cuda", "cuda")
 
