@@ -119,7 +119,7 @@ class Progress(Generic[T]):
                              file=sys.stderr, dynamic_ncols=True)
         else:
             self._to_log = True
-            self._emit("resuming" if self.initial else "starting", eta=False)
+            self._emit("resuming" if self.initial else "starting", eta=False, timing=False)
 
     # ------------------------------------------------------------------------------------------- use
     def __enter__(self) -> Progress[T]:
@@ -194,8 +194,8 @@ class Progress(Generic[T]):
             return math.nan
         return max(self.total - self.done, 0) / rate
 
-    def line(self, status: str | None = None, eta: bool = True) -> str:
-        """The log line for the current state."""
+    def line(self, status: str | None = None, eta: bool = True, timing: bool = True) -> str:
+        """The log line for the current state (``timing``: with rate and elapsed time; ``eta``: and the ETA)."""
         unit = self.unit
         if self.total is None:
             count = f"{self.done} {_plural(unit, self.done)}"
@@ -203,11 +203,11 @@ class Progress(Generic[T]):
             percent = 100.0 * self.done / self.total if self.total else 100.0
             count = f"{self.done}/{self.total} {_plural(unit, self.total)} ({percent:.1f}%)"
         parts = [f"{self.what} {count}"]
-        if self.done > self.initial and math.isfinite(self.rate):
+        if timing and self.done > self.initial and math.isfinite(self.rate):
             parts.append(f"{format_rate(self.rate)} {_plural(unit, 2)}/s")
-        if self.elapsed > 0 or status is None:
+        if timing:
             parts.append(f"elapsed {format_duration(self.elapsed)}")
-        if eta and self.total is not None:
+        if timing and eta and self.total is not None:
             parts.append(f"ETA {format_duration(self.eta)}")
         if status:
             parts.append(status)
@@ -215,8 +215,8 @@ class Progress(Generic[T]):
             parts.append(self.postfix)
         return ", ".join(parts)
 
-    def _emit(self, status: str | None = None, eta: bool = True) -> None:
-        self.logger.info("%s", self.line(status, eta))
+    def _emit(self, status: str | None = None, eta: bool = True, timing: bool = True) -> None:
+        self.logger.info("%s", self.line(status, eta, timing))
         self.lines += 1
         self._last_line = self.clock()
 

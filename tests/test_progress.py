@@ -105,7 +105,7 @@ def test_exceptions_and_early_breaks_say_so(lines):
     with pytest.raises(KeyboardInterrupt), Progress("x", total=4, clock=clock, terminal=False) as bar:
         bar.update(1)
         raise KeyboardInterrupt
-    assert lines()[-1] == "x 1/4 items (25.0%), interrupted"
+    assert lines()[-1] == "x 1/4 items (25.0%), elapsed 0.0s, interrupted"
     with pytest.raises(RuntimeError), Progress("y", total=4, clock=clock, terminal=False):
         raise RuntimeError("boom")
     assert lines()[-1].endswith("failed")

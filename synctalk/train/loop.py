@@ -157,11 +157,10 @@ class StepLoop:
         """Step until :attr:`finished`. ``step_fn(step)`` draws a batch and returns its loss terms; ``after_step(step)``
         runs after each optimiser step (``step`` = steps done); ``evaluate(step)`` every ``eval_every`` steps and at
         the end, returning a metric stored with that checkpoint (or None)."""
-        from tqdm import tqdm
+        from synctalk.progress import Progress
 
         cfg = self.config
-        bar = tqdm(total=cfg.steps, initial=self.step, desc=f"train {self.name}", unit="step",
-                   disable=None if self.progress else True)
+        bar = Progress(f"train {self.name}", total=cfg.steps, initial=self.step, unit="step", enabled=self.progress)
         last_save = time.perf_counter()
         self._bad_at = self.step
         try:
@@ -197,9 +196,13 @@ class StepLoop:
                     self.save(metric)
                     last_save = time.perf_counter()
         except KeyboardInterrupt:
+            bar.close("interrupted")
             self.save()
             log.warning("interrupted: %s saved at step %d; run the same command again to resume", self.name,
                         self.step)
+            raise
+        except BaseException:
+            bar.close("failed")
             raise
         finally:
             bar.close()
@@ -208,7 +211,7 @@ class StepLoop:
     def _log(self, losses: dict[str, torch.Tensor], extras: dict, bar) -> None:
         values = {name: float(value.detach()) for name, value in losses.items()}
         self.last_losses = {name: round(value, 6) for name, value in values.items()}
-        bar.set_postfix(loss=f"{sum(values.values()):.4f}")
+        bar.set_postfix(loss=f"{sum(values.values()):.4f}")  # shown on the bar and in the progress log lines
         if self.writer is None:
             return
         extras = {k: float(v.detach() if torch.is_tensor(v) else v) for k, v in extras.items()}

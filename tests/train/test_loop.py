@@ -120,3 +120,25 @@ def test_ema_matches_the_formula_and_loads_onto_the_modules_device():
     on_device.load_state_dict({k: v.cpu() for k, v in ema.state_dict().items()})  # a checkpoint read to the CPU
     assert all(v.device.type == device for v in on_device.state_dict().values())
     on_device.update(model)
+
+
+def test_progress_off_a_terminal_is_written_to_the_log_with_the_loss(caplog):
+    """Under a log file (stderr is no terminal under pytest), the loop's progress is INFO lines: the start and the
+    end with steps, rate and the last logged loss; a failure is named as such."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="synctalk.progress")
+    model = torch.nn.Linear(2, 1)
+    loop = StepLoop("toy", model, torch.optim.SGD(model.parameters(), lr=0.1),
+                    config=LoopConfig(steps=6, log_every=2), progress=True)
+    loop.run(lambda step: {"loss": model(torch.ones(1, 2)).pow(2).sum()})
+    lines = [r.getMessage() for r in caplog.records if r.name == "synctalk.progress"]
+    assert lines[0] == "train toy 0/6 steps (0.0%), starting"
+    assert lines[-1].startswith("train toy 6/6 steps (100.0%), ") and ", done, loss " in lines[-1]
+    assert "steps/s" in lines[-1]
+    loop = StepLoop("bad", model, torch.optim.SGD(model.parameters(), lr=0.1),
+                    config=LoopConfig(steps=6, finite_check_every=2), progress=True)
+    with pytest.raises(NonFiniteLoss):
+        loop.run(lambda step: {"loss": model(torch.ones(1, 2)).sum() * float("nan")})
+    assert [r.getMessage() for r in caplog.records][-1].startswith("train bad 2/6 steps (33.3%)")
+    assert [r.getMessage() for r in caplog.records][-1].endswith("failed")
