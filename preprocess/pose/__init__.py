@@ -24,7 +24,7 @@ from preprocess.pose.fit import fit_poses, inlier_mask, intrinsics, project, sea
 from preprocess.pose.tracking import Tracks, track_keypoints
 from synctalk.data.contract import FACE_DETECTED, FACE_MISSING
 
-CM_PER_UNIT = 15.0  # the head (hair and back of the head included) fits in [-1, 1]^3 world units
+CM_PER_UNIT = 15.0  # the face is about [-1, 1]^3 world units; hair may reach past it (synctalk.data.bounds)
 
 
 @dataclass

@@ -173,7 +173,8 @@ class NerfHeadConfig:
     features: int = knob(1, "Tri-plane features per level and plane.")
     table_log2: int = knob(14, "Tri-plane hash table rows per level (log2).")
     hidden: int = knob(64, "Hidden width of the density and colour networks.")
-    grid_resolution: int = knob(128, "Occupancy grid cells per axis.")
+    grid_resolution: int = knob(128, "Occupancy grid cells per 2 world units on each axis (the [-1, 1]³ box gets "
+                                     "this many per axis).")
     max_steps: int = knob(512, "Samples per ray at most.")
 
 

@@ -266,7 +266,8 @@ class HeadModelConfig:
     audio_hidden: int = 256
     """Width of AudioNet's per-frame MLP."""
     grid_resolution: int = 64
-    """Occupancy grid cells per axis."""
+    """Occupancy grid cells per 2 world units on each axis (the [-1, 1]³ box gets this many per axis; a box
+    measured from the subject gets the same cell size)."""
     grid_threshold: float = 0.01
     """Occupancy threshold on the opacity of one marching step, ``1 - exp(-sigma * step_size)`` ~ ``sigma *
     step_size`` (as nerfacc's occupancy grid; the density threshold is this / step_size). Empty space that keeps
@@ -317,7 +318,8 @@ class HeadModel(HeadRepresentation):
         lo, hi = torch.tensor(field_config.aabb[:3]), torch.tensor(field_config.aabb[3:])
         self.step_size = config.step_size or float(torch.linalg.norm(hi - lo)) / 512
         # a cell is occupied when one marching step through it would be at least grid_threshold opaque
-        self.grid = OccupancyGrid(torch.tensor(field_config.aabb), config.grid_resolution,
+        cells = tuple(max(1, math.ceil(config.grid_resolution * float(size) / 2 - 1e-6)) for size in hi - lo)
+        self.grid = OccupancyGrid(torch.tensor(field_config.aabb), cells,
                                   threshold=config.grid_threshold / self.step_size,
                                   warmup_steps=config.grid_warmup_steps, update_every=config.grid_update_every)
         self.appearance = nn.Embedding(n_frames, field_config.appearance_dim)

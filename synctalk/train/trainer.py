@@ -35,6 +35,7 @@ checkpoint first; a non-finite loss stops with the last good checkpoint intact.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,7 @@ class Trainer:
         from synctalk.config import save_config
         from synctalk.models.registry import build_models, subject_spec
         from synctalk.models.subject import load_subject
-        from synctalk.runtime import seed_everything
+        from synctalk.runtime import configure_precision, seed_everything
 
         seed_everything(cfg.seed)  # the same config gives the same initial weights and draws
         tcfg = cfg.train
@@ -105,8 +106,7 @@ class Trainer:
         save_config(cfg, self.workspace)
         self.cfg, self.tcfg = cfg, tcfg
         self.device = torch.device(device)
-        if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tcfg.tf32
+        configure_precision(self.device, tcfg.tf32)
         features, _ = workspace_features(self.ds, cfg, self.workspace, self.device)
         feature_shape = tuple(features.shape[1:])
         self.log = TrainLog(self.workspace / "train_log.json", {
@@ -120,12 +120,24 @@ class Trainer:
                                     self.writer, self.log, progress)
 
     def _head_box(self) -> tuple[float, ...] | None:
-        """The head's world box: the one this workspace was started with, else measured from the subject (kept
-        in train_log.json); None for workspaces from before measured boxes (the model's default box)."""
+        """The head's world box: the one this workspace was started with, else measured from the subject's head
+        masks across its poses (kept in train_log.json); None for workspaces trained before measured boxes (they
+        keep the model's default box, which their checkpoints were made with)."""
+        from synctalk.data.bounds import head_box
+
         state = self.log.state
         if "head_box" in state:
             return tuple(state["head_box"])
-        return None
+        if state["stages"]:
+            return None
+        box = head_box(self.ds, margin=self.cfg.model.head_box_margin)
+        # rounded outward to 1 mm-ish steps so that the JSON copy rebuilds exactly the same model
+        state["head_box"] = [math.floor(v * 1000) / 1000 for v in box[:3]] + [math.ceil(v * 1000) / 1000
+                                                                              for v in box[3:]]
+        self.log.write()
+        log.info("head box (world units, from the head masks across %d frames): %s", len(self.ds),
+                 state["head_box"])
+        return tuple(state["head_box"])
 
     @property
     def state(self) -> dict:

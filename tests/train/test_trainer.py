@@ -214,3 +214,50 @@ def test_a_lips_stage_that_scores_lower_keeps_the_head_weights(subject, tmp_path
     scores["lips"] = 40.0
     again = train(subject, tmp_path / "ws2", tiny_config(torso_steps=0), progress=False, stages=("head", "lips"))
     assert "kept" not in again.stages["lips"] and again.stages["lips"]["val_psnr"] == 40.0
+
+
+def test_the_head_box_is_measured_from_the_subject_and_kept(subject, tmp_path):
+    """A new workspace measures the head's box, builds the model on it and keeps it: a rerun and a render rebuild
+    the same box (and the occupancy grid keeps its cell size)."""
+    from synctalk.inference.avatar import Avatar
+    from synctalk.train.trainer import Trainer
+
+    trainer = Trainer(subject, tmp_path / "ws", tiny_config(), progress=False)
+    box = json.loads((tmp_path / "ws" / "train_log.json").read_text())["head_box"]
+    assert trainer.head.grid.aabb.tolist() == pytest.approx(box)
+    size = np.subtract(box[3:], box[:3])
+    assert trainer.head.grid.resolution == tuple(int(np.ceil(16 * s / 2 - 1e-6)) for s in size)
+    trainer.run(("head",))
+    assert Trainer(subject, tmp_path / "ws", tiny_config(), progress=False).head.grid.aabb.tolist() == \
+        pytest.approx(box)
+    assert Avatar.load(tmp_path / "ws").head.grid.aabb.tolist() == pytest.approx(box)
+
+
+def test_no_head_mask_of_a_real_clip_touches_the_training_box(may_subject, tmp_path):
+    """The hair was cut flat where the old fixed box ended: the box a workspace trains with must hold every
+    frame's head mask, at the head's depth too."""
+    from synctalk.data import SubjectDataset
+    from synctalk.data.bounds import box_clearance
+    from synctalk.train.trainer import Trainer
+
+    _, subject, _ = may_subject
+    trainer = Trainer(subject, tmp_path / "ws", tiny_config(), progress=False)
+    box = trainer.head.grid.aabb.tolist()
+    ds = SubjectDataset(subject)
+    clearance, at_head_depth = box_clearance(ds, box), box_clearance(ds, box, depth=0.0)
+    print(f"May: box {np.round(box, 2).tolist()}, clearance min {clearance.min():.1f} px, at z = 0 "
+          f"{at_head_depth.min():.1f} px")
+    assert len(clearance) == len(ds) and (clearance > 0).all() and (at_head_depth > 0).all()
+
+
+def test_workspaces_from_before_measured_boxes_keep_the_default_box(subject, tmp_path):
+    from synctalk.train.trainer import Trainer
+
+    Trainer(subject, tmp_path / "ws", tiny_config(), progress=False).run(("head",))
+    log_path = tmp_path / "ws" / "train_log.json"
+    log = json.loads(log_path.read_text())
+    del log["head_box"]
+    log_path.write_text(json.dumps(log))
+    trainer = Trainer(subject, tmp_path / "ws", tiny_config(), progress=False)
+    assert trainer.head.grid.aabb.tolist() == [-1.0, -1.0, -1.0, 1.0, 1.0, 1.0]
+    assert trainer.head.grid.resolution == (16, 16, 16) and "head_box" not in json.loads(log_path.read_text())
