@@ -12,6 +12,7 @@ import contextlib
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,12 +87,11 @@ def load_driving_audio(path: str | Path, allow_silent: bool = False) -> tuple[np
 def render_video(workspace: str | Path, audio: str | Path, out: str | Path, options: RenderOptions | None = None,
                  device: str | torch.device = "cpu", progress: bool = True) -> RenderReport:
     """Render ``audio`` spoken by the avatar in ``workspace`` into ``out`` (mp4); see the module docstring."""
-    from tqdm import tqdm
-
     from synctalk.inference.avatar import Avatar
     from synctalk.inference.drive import make_drive
     from synctalk.io.images import write_image
     from synctalk.io.media import VideoWriter, write_wav
+    from synctalk.progress import Progress
 
     options = options or RenderOptions()
     out = Path(out)
@@ -120,12 +120,12 @@ def render_video(workspace: str | Path, audio: str | Path, out: str | Path, opti
             writer = stack.enter_context(VideoWriter(out, avatar.fps, audio_path=track))
             plain = None if options.plain_video is None else stack.enter_context(
                 VideoWriter(Path(options.plain_video), avatar.fps, audio_path=track))
-            bar = stack.enter_context(tqdm(total=n, desc="render", unit="frame", disable=None if progress else True))
+            bar = stack.enter_context(Progress("render", total=n, unit="frame", enabled=progress))
             for start in range(0, n, options.chunk):
                 t0 = time.perf_counter()
                 frames = list(range(start, min(start + options.chunk, n)))
                 raw: list[np.ndarray] = []
-                images = render_frames(avatar, features, drive, frames, options.size, portrait, raw)
+                images = render_frames(avatar, features, drive, frames, options.size, portrait, raw, bar.update)
                 report.render_seconds += time.perf_counter() - t0
                 if plain is not None:
                     for image in raw:
@@ -135,8 +135,6 @@ def render_video(workspace: str | Path, audio: str | Path, out: str | Path, opti
                     if options.frames_dir is not None:
                         write_image(Path(options.frames_dir) / f"{k:06d}.png", image)
                 report.frame_size = images[0].shape[1], images[0].shape[0]
-                bar.update(len(frames))
-                bar.set_postfix(fps=f"{report.render_fps:.2f}")
     log.info("rendered %d frames at %.2f frames/s", n, report.render_fps)
     return report
 
@@ -152,9 +150,11 @@ def apply_mouth_options(avatar, options: RenderOptions):
 
 
 def render_frames(avatar, features: np.ndarray, drive, frames: list[int], size: int | None = None,
-                  portrait: PortraitCompositor | None = None, raw: list | None = None) -> list[np.ndarray]:
+                  portrait: PortraitCompositor | None = None, raw: list | None = None,
+                  frame_done: Callable[[], object] | None = None) -> list[np.ndarray]:
     """uint8 images of output frames ``frames`` (indices into ``features`` and ``drive``); the renders before any
-    ``portrait`` paste-back are appended to the list ``raw`` when given."""
+    ``portrait`` paste-back are appended to the list ``raw`` when given; ``frame_done()`` is called after each
+    frame (progress)."""
     from synctalk.models.frame import FrameInputs
     from synctalk.models.torso import pose_vector
 
@@ -175,6 +175,8 @@ def render_frames(avatar, features: np.ndarray, drive, frames: list[int], size: 
         images.append(portrait(image, pose_frame) if portrait is not None else image)
         if raw is not None:
             raw.append(image)
+        if frame_done is not None:
+            frame_done()
     return images
 
 
