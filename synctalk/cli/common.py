@@ -68,6 +68,17 @@ def existing_dir(text: str) -> Path:
     return path
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (sizes, counts), refused at parse time with the value named."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive; give a whole number of 1 or more")
+    return value
+
+
 def given(**values) -> dict:
     """The keyword arguments that were given (not None), so an options dataclass keeps its own defaults."""
     return {key: value for key, value in values.items() if value is not None}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from synctalk.cli.common import add_common_args
+from synctalk.cli.common import add_common_args, positive_int
 
 
 def register(subparsers) -> None:
@@ -20,6 +20,9 @@ def register(subparsers) -> None:
     parser.add_argument("--audio", type=Path, help="also render this speech and score its lip sync")
     parser.add_argument("--portrait", action="store_true", help="evaluate the portrait paste-back at full size")
     parser.add_argument("--max-frames", type=int, help="only the first N frames of the split")
+    parser.add_argument("--size", type=positive_int, metavar="N",
+                        help="render and score at N x N pixels instead of the subject's frame size (the real frames "
+                             "are resized to N; faster on a CPU; reports made at different sizes do not compare)")
     parser.add_argument("--silent", action="store_true",
                         help="control run: drive the frames with silent-audio features (LMD should get worse)")
     parser.add_argument("--mouth-gain", type=float, help="as in `synctalk render`")
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     device = compute_device(cfg)
     options = EvaluateOptions(split=args.split, audio=args.audio, portrait=args.portrait,
                               max_frames=args.max_frames, sync_model=args.sync_model,
-                              silent=args.silent, **given(mouth_gain=args.mouth_gain))
+                              silent=args.silent, size=args.size, **given(mouth_gain=args.mouth_gain))
     result = evaluate(args.workspace, args.output, options, device=device,
                       progress=verbosity(args) >= 0)
     print((args.output / "metrics.md").read_text())

@@ -12,6 +12,11 @@ frame). Rows of the table:
 With ``audio``: the avatar renders that speech (`synctalk render`) and the lip-sync metrics are computed on it;
 the GT row is still the held-out split with its own audio.
 
+With ``size`` (``--size N``): rendered and scored at N x N instead of the subject's frame size, the real frames
+resized to N with area interpolation (a quick look at a 512 px subject on a CPU); the size is in ``metrics.json``
+and :func:`compare` warns when two reports were made at different sizes. With ``portrait`` the N px renders are
+pasted back and scored at the original resolution as usual.
+
 The judge is the subject's ``sync.pt`` (trained during preprocessing on frames *before* the validation tail, so it
 never saw the frames it judges) unless ``sync_model`` is given; the official SyncNet is added when
 ``syncnet_v2.model`` is in the asset cache. A metric that cannot be computed is listed under ``skipped`` with the
@@ -61,6 +66,7 @@ class EvaluateOptions:
     sheet_frames: int = 4
     silent: bool = False             # drive the frames with silent-audio features (the LMD control)
     mouth_gain: float = DEFAULT_GAIN  # as in RenderOptions
+    size: int | None = None          # render and score at size x size (default: the subject's frame size)
 
 
 def _sync_row(video: Path, audio: Path | None, judge, max_offset: int) -> dict:
@@ -154,14 +160,13 @@ def render_split(avatar, frames: list[int], portrait=None, progress: bool = Fals
     """Self-driven renders (uint8, ``size`` pixels square, default the subject's) of subject frames (audio:
     ``features`` [N, ...] of the whole clip, default the subject's own), and the rendering frames/s. With
     ``portrait``, the renders before paste-back are appended to the list ``raw`` when given."""
-    from tqdm import tqdm
-
     from synctalk.models.frame import FrameInputs
+    from synctalk.progress import Progress
 
     out, seconds = [], 0.0
     features = avatar.subject.features if features is None else features
     shapes = avatar.mouth_shapes(features, frames)
-    bar = tqdm(frames, desc="evaluate: render", unit="frame", disable=None if progress else True, leave=False)
+    bar = Progress("evaluate: render", frames, unit="frame", enabled=progress, leave=False)
     for j, frame in enumerate(bar):
         start = time.perf_counter()
         s = avatar.subject
@@ -175,6 +180,26 @@ def render_split(avatar, frames: list[int], portrait=None, progress: bool = Fals
             raw.append(image)
         seconds += time.perf_counter() - start
     return out, len(frames) / max(seconds, 1e-9)
+
+
+def check_size(size: int | None) -> int | None:
+    """``size`` as given to ``--size`` (None: the subject's), refused unless a positive whole number."""
+    if size is None:
+        return None
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise UserInputError(f"the evaluation size must be a positive whole number of pixels, got {size!r}; "
+                             "give e.g. --size 128, or leave it out to evaluate at the subject's frame size")
+    return int(size)
+
+
+def resized(image: np.ndarray, size: int | None) -> np.ndarray:
+    """``image`` at ``size`` x ``size`` (area interpolation, as the renders' background plate); unchanged when
+    ``size`` is None or already its size."""
+    if size is None or image.shape[:2] == (size, size):
+        return image
+    import cv2
+
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
 
 
 def image_metrics(preds: list[np.ndarray], gts: list[np.ndarray], fps: float) -> tuple[dict, dict]:
@@ -249,6 +274,7 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
     from synctalk.io.images import write_image
 
     options = options or EvaluateOptions()
+    size = check_size(options.size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     avatar = Avatar.load(workspace, device)
@@ -258,6 +284,9 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
         raise UserInputError(f"{avatar.ds.root}: the split '{options.split}' is empty; preprocess with "
                              "preprocess.val_fraction > 0 or pick --split train")
     frames = frames[:options.max_frames] if options.max_frames else frames
+    if size is not None and size > max(avatar.ds.width, avatar.ds.height):
+        log.warning("evaluating at %d px, larger than the subject's %dx%d frames: the ground truth is upsampled",
+                    size, avatar.ds.width, avatar.ds.height)
     portrait = None
     if options.portrait:
         from synctalk.inference.video import PortraitCompositor, RenderOptions
@@ -266,8 +295,9 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
     audio = avatar.ds.audio()
     features = avatar.audio_features(np.zeros_like(audio), len(avatar.ds)) if options.silent else None
     plain: list[np.ndarray] = []
-    preds, render_fps = render_split(avatar, frames, portrait, progress, features, plain)
-    gts = [portrait.source[f] if portrait is not None else avatar.ds.image(f) for f in frames]
+    preds, render_fps = render_split(avatar, frames, portrait, progress, features, plain, size)
+    # the truth at the renders' size (with portrait: the original frames, which the renders are pasted into)
+    gts = [portrait.source[f] if portrait is not None else resized(avatar.ds.image(f), size) for f in frames]
     render, skipped = image_metrics(preds, gts, avatar.fps)
     per_frame = render.pop("per_frame")
     if portrait is not None:  # the same frames without paste-back, upsampled to the crop, for comparison
@@ -285,7 +315,8 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
             from synctalk.inference.video import RenderOptions, render_video
 
             report = render_video(workspace, options.audio, out_dir / "render.mp4",
-                                  RenderOptions(portrait=options.portrait), device=device, progress=progress)
+                                  RenderOptions(portrait=options.portrait, size=size), device=device,
+                                  progress=progress)
             scored, scored_audio = report.video, None
             render["novel_render_fps"] = report.render_fps
         else:
@@ -301,6 +332,7 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
     result = {
         "workspace": str(Path(workspace).resolve()), "subject": str(avatar.ds.root), "split": options.split,
         "frames": len(frames), "resolution": [int(preds[0].shape[1]), int(preds[0].shape[0])],
+        "size": int(plain[0].shape[0]),  # the render side (--size; the subject's by default)
         "portrait": options.portrait, "audio": str(options.audio) if options.audio else None,
         "silent": options.silent,
         "rows": {"render": render, "ground truth": gt_row},
@@ -337,7 +369,9 @@ def metrics_markdown(result: dict) -> str:
                if any(m in r for r in rows.values()) or m in result["skipped"]]
     lines = [f"# Evaluation of {result['workspace']}", "",
              f"{result['frames']} frames of the '{result['split']}' split at {result['resolution'][0]}x"
-             f"{result['resolution'][1]}" + (" (portrait paste-back)" if result["portrait"] else "")
+             f"{result['resolution'][1]}"
+             + (f" (portrait paste-back of {result['size']} px renders)" if result["portrait"] and "size" in result
+                else " (portrait paste-back)" if result["portrait"] else "")
              + (f"; lip sync of the render of {result['audio']}" if result["audio"] else "")
              + ("; driven by silent-audio features (control)" if result.get("silent") else ""), "",
              "| | " + " | ".join(LABELS.get(c, c) for c in columns) + " |",
@@ -355,6 +389,15 @@ def metrics_markdown(result: dict) -> str:
     lines += [f"Code {prov['code_version']}, dataset hash {prov['dataset_hash']}, hardware "
               f"{json.dumps(prov['hardware'])}, {prov['date']}.", ""]
     return "\n".join(lines)
+
+
+def _scale(report: dict) -> str:
+    """How big a report's frames were: the render side and, when different (portrait), the scored frames."""
+    width, height = report.get("resolution", ["?", "?"])
+    size = report.get("size")
+    if size is None or [size, size] == [width, height]:
+        return f"{width}x{height}"
+    return f"{size} px renders scored at {width}x{height}"
 
 
 def compare(a: str | Path, b: str | Path) -> str:
@@ -378,6 +421,13 @@ def compare(a: str | Path, b: str | Path) -> str:
         va, vb = first["speed"][key], second["speed"].get(key)
         lines.append(f"| {key} | {_fmt(va)} | {_fmt(vb)} | {_fmt(vb - va if vb is not None else None)} |")
     notes = []
+    scale_a, scale_b = _scale(first), _scale(second)
+    if scale_a != scale_b:
+        warning = (f"the reports were made at different sizes ({scale_a} vs {scale_b}): PSNR, SSIM, MS-SSIM, LMD "
+                   "and the frame rate depend on the size and are not comparable; evaluate both with the same "
+                   "--size")
+        log.warning(warning)
+        notes.append("WARNING: " + warning)
     for key in ("dataset_hash", "code_version"):
         if first["provenance"][key] != second["provenance"][key]:
             notes.append(f"{key} differs: {first['provenance'][key]} vs {second['provenance'][key]}")

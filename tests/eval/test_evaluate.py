@@ -98,3 +98,62 @@ def test_portrait_evaluation_compares_paste_back_with_the_plain_render(trained_w
     row = result["rows"]["render"]
     assert result["resolution"] == [48, 48]
     assert np.isfinite(row["psnr_crop_portrait"]) and np.isfinite(row["psnr_crop_plain"])
+
+
+def test_size_renders_and_scores_at_n_and_compare_warns_across_sizes(trained_workspace, tmp_path):
+    """--size 16 on the 32 px subject: renders, truth (area-resized), sheet and metrics.json all at 16 px; the
+    default report and this one differ in size, which --compare says."""
+    import cv2
+
+    from synctalk.eval import metrics as M
+    from synctalk.eval.evaluate import EvaluateOptions, compare, evaluate, render_split
+    from synctalk.inference.avatar import Avatar
+    from synctalk.io.images import read_image
+
+    workspace, _ = trained_workspace
+    small = evaluate(workspace, tmp_path / "s16", EvaluateOptions(max_frames=2, size=16), progress=False)
+    saved = json.loads((tmp_path / "s16" / "metrics.json").read_text())
+    assert saved["size"] == small["size"] == 16 and saved["resolution"] == [16, 16]
+    assert read_image(tmp_path / "s16" / "sheet.png").shape == (2 * 16, 3 * 16, 3)
+    assert "at 16x16" in (tmp_path / "s16" / "metrics.md").read_text()
+    avatar = Avatar.load(workspace)
+    frames = avatar.ds.split("val")[:2]
+    preds, _ = render_split(avatar, frames, size=16)
+    assert preds[0].shape == (16, 16, 3)
+    truth = [cv2.resize(avatar.ds.image(f), (16, 16), interpolation=cv2.INTER_AREA) for f in frames]
+    expected = np.mean([M.psnr(p, g) for p, g in zip(preds, truth, strict=True)])
+    assert saved["rows"]["render"]["psnr"] == pytest.approx(expected)
+
+    full = evaluate(workspace, tmp_path / "full", EvaluateOptions(max_frames=2), progress=False)
+    assert full["size"] == 32 and full["resolution"] == [32, 32]
+    diff = compare(tmp_path / "full", tmp_path / "s16")
+    assert "WARNING: the reports were made at different sizes (32x32 vs 16x16)" in diff
+    assert "different sizes" not in compare(tmp_path / "s16", tmp_path / "s16")
+
+
+@pytest.mark.parametrize("size", [0, -8, 2.5, True])
+def test_a_bad_size_is_refused_before_anything_is_written(trained_workspace, tmp_path, size):
+    from synctalk.errors import UserInputError
+    from synctalk.eval.evaluate import EvaluateOptions, evaluate
+
+    workspace, _ = trained_workspace
+    with pytest.raises(UserInputError, match="positive whole number of pixels"):
+        evaluate(workspace, tmp_path / "r", EvaluateOptions(size=size), progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_cli_size_is_range_checked_at_parse_time_and_progress_reaches_a_log(trained_workspace, tmp_path, capsys):
+    """`synctalk evaluate ... --size N 2> log`: off a terminal the render's progress is plain log lines."""
+    from synctalk.cli.main import main
+
+    workspace, _ = trained_workspace
+    for bad, words in (("0", "0 is not positive"), ("-8", "-8 is not positive"), ("big", "'big' is not a whole")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["evaluate", str(workspace), "-o", str(tmp_path / "bad"), "--size", bad])
+        assert exit_info.value.code == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    assert main(["evaluate", str(workspace), "-o", str(tmp_path / "r"), "--max-frames", "1", "--size", "16"]) == 0
+    out = capsys.readouterr()
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["size"] == 16
+    assert "INFO: evaluate: render 0/1 frame (0.0%), starting" in out.err
+    assert "INFO: evaluate: render 1/1 frame (100.0%), " in out.err and ", done" in out.err
