@@ -119,13 +119,12 @@ def find_crop(video: Path, info: MediaInfo, face_fraction: float, every_s: float
 def write_frames(video: Path, info: MediaInfo, crop: Crop, subject, fps: float, size: int, workers: int,
                  max_frames: int | None = None, progress: bool = True) -> int:
     """Decode at `fps`, crop, resize to `size`x`size` and write frames/NNNNNN.jpg. Returns the frame count."""
-    from tqdm import tqdm
+    from synctalk.progress import Progress
 
     expected = int(round(info.duration_s * fps)) if max_frames is None else max_frames
     frames = read_frames(video, fps=fps, info=info, crop=(crop.x0, crop.y0, crop.side, crop.side),
                          size=(size, size), max_frames=max_frames)
-    with tqdm(frames, total=expected, desc="frames", unit="frame", disable=None if progress else True,
-              leave=False) as stream:
+    with Progress("frames", frames, total=expected, unit="frame", enabled=progress, leave=False) as stream:
         count = subject.write_frames("frames", stream, workers)
     if count == 0:
         raise MediaError(f"{video}: no frames could be decoded")

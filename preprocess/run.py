@@ -65,14 +65,14 @@ class Context:
 
     def per_frame(self, n_frames: int, compute: Callable[[int], np.ndarray], folder: str, desc: str) -> None:
         """compute(i) for every frame on `cfg.workers` threads, writing each result to folder/NNNNNN."""
-        from tqdm import tqdm
+        from synctalk.progress import track
 
         def task(index: int) -> None:
             self.writer.write_frame(folder, index, compute(index))
 
         with ThreadPoolExecutor(max(1, self.cfg.workers)) as pool:
-            list(tqdm(pool.map(task, range(n_frames)), total=n_frames, desc=desc, unit="frame",
-                      disable=None if self.progress else True, leave=False))
+            list(track(pool.map(task, range(n_frames)), desc, total=n_frames, unit="frame", enabled=self.progress,
+                       leave=False))
 
 
 # ---------------------------------------------------------------------------------------------------- steps
@@ -141,12 +141,12 @@ def run_parsing(ctx: Context) -> dict:
     ds = ctx.dataset("frames", "landmarks")
     parser = make_parser(ctx.cfg.parser)
     ctx.writer.clear_frame_dir("parsing")
-    from tqdm import tqdm
+    from synctalk.progress import track
 
     labels = parse_frames(ctx.frames(ds), ds.landmarks, ds.face_flags, parser=parser, workers=ctx.cfg.workers)
     # Parsing runs in order (temporal smoothing); PNG encoding overlaps it on the worker threads.
-    ctx.writer.write_frames("parsing", tqdm(labels, total=len(ds), desc="parsing", unit="frame",
-                                            disable=None if ctx.progress else True, leave=False), ctx.cfg.workers)
+    ctx.writer.write_frames("parsing", track(labels, "parsing", total=len(ds), unit="frame", enabled=ctx.progress,
+                                             leave=False), ctx.cfg.workers)
     return {"parser": ctx.cfg.parser}
 
 

@@ -87,7 +87,8 @@ def track_torso(n_frames: int, frame: Callable[[int], tuple[np.ndarray, np.ndarr
             (identity tracks, for ablations).
     """
     import cv2
-    from tqdm import tqdm
+
+    from synctalk.progress import track
 
     if motion not in MOTIONS:
         raise ConfigError(f"preprocess.torso_track_motion must be one of {', '.join(MOTIONS)}, got {motion!r}")
@@ -138,8 +139,8 @@ def track_torso(n_frames: int, frame: Callable[[int], tuple[np.ndarray, np.ndarr
         return TorsoTrack(identity, np.full(n_frames, np.nan, np.float32), np.zeros((0, 0), np.float32))
     template = load(template_frame)[0]
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        results = list(tqdm(pool.map(lambda i: align(template, i), range(n_frames)), total=n_frames,
-                            desc="torso track", unit="frame", disable=None if progress else True, leave=False))
+        results = list(track(pool.map(lambda i: align(template, i), range(n_frames)), "torso track",
+                             total=n_frames, unit="frame", enabled=progress, leave=False))
     correlation = np.array([c for _, c in results], np.float32)
     if np.isnan(correlation).all():
         log.warning("the torso could not be aligned in any frame; the torso model will not follow the body")

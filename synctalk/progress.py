@@ -141,7 +141,7 @@ class Progress(Generic[T]):
                 self.update(1)
             completed = True
         finally:
-            self.close(None if completed else "stopped")
+            self.close("done" if completed else "stopped")  # an exhausted iterable is done whatever its total said
 
     def update(self, n: int = 1) -> None:
         """``n`` more items done."""

@@ -87,15 +87,14 @@ def encode_audio(model, mel: np.ndarray, n_frames: int, fps: float, batch: int =
                  progress: bool = False) -> np.ndarray:
     """The sync model's audio tower on every frame's mel window → `[N, 512]` float32 (before normalisation); runs
     on the model's device."""
-    from tqdm import tqdm
+    from synctalk.progress import track
 
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     starts = melspec.window_starts(np.arange(n_frames), fps)
     out = np.empty((n_frames, model.audio.blocks[-1].conv.out_channels), np.float32)
-    for first in tqdm(range(0, n_frames, batch), desc="ave features", unit="batch", leave=False,
-                      disable=None if progress else True):
+    for first in track(range(0, n_frames, batch), "ave features", unit="batch", leave=False, enabled=progress):
         windows = torch.from_numpy(melspec.windows_at(mel, starts[first:first + batch])).to(device)
         out[first:first + len(windows)] = model.audio(windows).float().cpu().numpy()
     model.train(was_training)

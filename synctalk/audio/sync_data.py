@@ -65,17 +65,15 @@ def valid_centres(face: np.ndarray, start: int = 0, stop: int | None = None) -> 
 
 def clip_from_subject(root: str | Path, progress: bool = False) -> SyncClip:
     """Build a SyncClip from a subject directory with the frames, audio and landmarks steps done."""
-    from tqdm import tqdm
-
     from synctalk.data import SubjectDataset
     from synctalk.data.contract import FACE_MISSING
+    from synctalk.progress import track
 
     ds = SubjectDataset(root, require=("frames", "audio", "landmarks"), cache_frames=0)
     landmarks = np.asarray(ds.landmarks)
     face = np.asarray(ds.face_flags) != FACE_MISSING
     crops = np.empty((len(ds), CROP_H + 2 * MARGIN, CROP_W + 4 * MARGIN), np.uint8)
-    for i in tqdm(range(len(ds)), desc=f"lip crops {Path(root).name}", unit="frame", leave=False,
-                  disable=None if progress else True):
+    for i in track(range(len(ds)), f"lip crops {Path(root).name}", unit="frame", leave=False, enabled=progress):
         crops[i] = lower_face(ds.image(i), landmarks[i], MARGIN)
     samples = melspec.to_mono_16k(ds.audio(), ds.sample_rate_hz)
     if not face.any():
@@ -165,10 +163,9 @@ def load_clips(paths: list[str | Path], fps: float = 25.0, progress: bool = Fals
         else:
             videos.append((entry, _sidecar_audio(entry)))
     clips = [clip_from_subject(s, progress) for s in subjects]
-    from tqdm import tqdm
+    from synctalk.progress import track
 
-    for video, audio in tqdm(videos, desc="corpus", unit="video", disable=None if progress and len(videos) > 1
-                             else True):
+    for video, audio in track(videos, "corpus", unit="video", enabled=progress and len(videos) > 1):
         clips.append(clip_from_video(video, audio, fps, progress=progress))
     return clips
 

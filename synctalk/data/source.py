@@ -32,11 +32,10 @@ class SourceFrames:
         """Extract the frames unless the cache is complete (a partial cache is redone)."""
         if self._done():
             return
-        from tqdm import tqdm
-
         from synctalk.io.atomic import atomic_write_json
         from synctalk.io.images import write_image
         from synctalk.io.media import probe, read_frames
+        from synctalk.progress import track
 
         if not self.video.is_file():
             raise DatasetError(f"portrait paste-back needs the original video {self.video} (recorded in "
@@ -49,8 +48,8 @@ class SourceFrames:
         self.folder.mkdir(parents=True, exist_ok=True)
         count = 0
         frames = read_frames(self.video, fps=self.ds.fps, info=info, max_frames=len(self.ds))
-        for k, frame in enumerate(tqdm(frames, total=len(self.ds), desc="source frames", unit="frame",
-                                       leave=False, disable=None if progress else True)):
+        for k, frame in enumerate(track(frames, "source frames", total=len(self.ds), unit="frame", leave=False,
+                                        enabled=progress)):
             write_image(self.path(k), frame)
             count += 1
         if count < len(self.ds):

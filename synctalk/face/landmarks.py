@@ -96,15 +96,15 @@ class FaceLandmarker:
 def track_faces(frames: Iterable[np.ndarray], n_frames: int, fps: float, progress: bool = True,
                 model_path=None) -> FaceTrack:
     """Run the landmarker over a clip's frames (in order). Frames without a face get FACE_MISSING."""
-    from tqdm import tqdm
+    from synctalk.progress import track
 
     landmarks = np.zeros((n_frames, N_LANDMARKS, 3), np.float32)
     blendshapes = np.zeros((n_frames, N_BLENDSHAPES), np.float32)
     transforms = np.tile(np.eye(4, dtype=np.float32), (n_frames, 1, 1))
     flags = np.full(n_frames, FACE_MISSING, np.uint8)
     with FaceLandmarker(fps, model_path) as landmarker:
-        for index, frame in enumerate(tqdm(frames, total=n_frames, desc="landmarks", unit="frame",
-                                           disable=None if progress else True, leave=False)):
+        for index, frame in enumerate(track(frames, "landmarks", total=n_frames, unit="frame", enabled=progress,
+                                            leave=False)):
             found = landmarker(frame)
             if found is not None:
                 landmarks[index], blendshapes[index], transforms[index] = found

@@ -89,10 +89,9 @@ def region_psnr(image: np.ndarray, target: np.ndarray, region: np.ndarray) -> fl
 
 def train_portrait(ctx, budget_s: float = 0.0) -> None:
     """Run (or resume) the portrait stage (``ctx``: a :class:`synctalk.train.stage.StageContext`)."""
-    from tqdm import tqdm
-
     from synctalk.data.source import SourceFrames
     from synctalk.models.portrait import Crop, Restorer
+    from synctalk.progress import track
 
     tcfg = ctx.tcfg
     info = ctx.log.stage("portrait")
@@ -116,7 +115,7 @@ def train_portrait(ctx, budget_s: float = 0.0) -> None:
     picks = np.linspace(0, len(train_frames) - 1, min(tcfg.portrait_frames, len(train_frames))).round().astype(int)
     val_frames = ctx.data.val[:: max(1, len(ctx.data.val) // 4)][:4]
     pairs = [make_pair(ctx, train_frames[k], source, crop)
-             for k in tqdm(picks, desc="portrait renders", leave=False, disable=None if ctx.progress else True)]
+             for k in track(picks, "portrait renders", unit="frame", leave=False, enabled=ctx.progress)]
     val_pairs = [make_pair(ctx, frame, source, crop) for frame in val_frames]
 
     torch.manual_seed(ctx.cfg.seed)
