@@ -144,3 +144,9 @@ def test_bad_arguments_are_refused():
                                                (7620, "2h07m"), (math.nan, "?"), (math.inf, "?")])
 def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
+
+
+def test_an_exhausted_iterable_is_done_even_short_of_an_estimated_total(lines):
+    clock = Clock()
+    assert list(track(iter(range(3)), "frames", total=4, unit="frame", clock=clock, terminal=False)) == [0, 1, 2]
+    assert lines()[-1] == "frames 3/4 frames (75.0%), elapsed 0.0s, done"   # decoding gave one frame less
