@@ -57,6 +57,10 @@ class PreprocessConfig:
 class DataConfig:
     frame_cache: int = knob(64, "Decoded images kept in memory per image kind (LRU); memory does not grow "
                                 "with video length.")
+    preload_mb: float = knob(2048.0, "Training frames (uint8 images, torso plates, label maps) are kept on the "
+                                     "training device when they take at most this many MB; longer clips are "
+                                     "streamed by a worker thread, so memory does not grow with video length.")
+    lookahead: int = knob(4, "Batches decoded ahead when training frames are streamed.")
 
 
 @dataclass

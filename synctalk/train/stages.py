@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from synctalk.data.contract import TORSO_LABELS
+from synctalk.data.frames import to_device
 from synctalk.data.sampler import RaySampler
 from synctalk.train.checkpoint import CheckpointManager
 from synctalk.train.stage import StageContext, StageRun
@@ -55,7 +56,8 @@ class PixelStage:
                           behind=self.behind, patch=tcfg.patch if self.name == "lips" else 0, focus=self.focus,
                           box_fraction=tcfg.box_fraction,
                           mouth_fraction=tcfg.mouth_fraction if self.name == "head" else 0.0,
-                          frames_per_batch=tcfg.frames_per_batch)
+                          frames_per_batch=tcfg.frames_per_batch, device=ctx.device,
+                          budget_mb=ctx.cfg.data.preload_mb, lookahead=ctx.cfg.data.lookahead)
 
     def optimizer(self):
         groups = self.module.param_groups(self.tcfg.lr_grid, self.tcfg.lr_mlp)
@@ -82,17 +84,15 @@ class PixelStage:
         """Head render of a batch (one audio code per distinct frame), with the distinct frames and their codes
         added as ``frames`` [F] and ``audio_codes`` [F, A]."""
         ctx, tcfg, head = self.ctx, self.tcfg, self.ctx.head
-        frames = torch.as_tensor(batch.frames, device=ctx.device)
-        pixels = torch.as_tensor(batch.pixels, device=ctx.device)
-        unique, ray_rows = torch.unique(frames, return_inverse=True)
-        codes = head.encode_audio(ctx.data.features, unique)
+        frames = batch.frames
+        codes = head.encode_audio(ctx.data.features, batch.frame_ids)
         seen = codes.detach() if tcfg.audio_grad == "mouth" and getattr(head, "mouth_head", None) is not None \
             else codes
         if tcfg.audio_noise > 0 and torch.is_grad_enabled():
             seen = seen + tcfg.audio_noise * seen.detach().pow(2).mean().sqrt() * torch.randn_like(seen)
-        out = head.render_pixels(ctx.data.poses[frames], ctx.data.K, pixels, seen[ray_rows],
+        out = head.render_pixels(ctx.data.poses[frames], ctx.data.K, batch.pixels, seen[batch.ray_rows],
                                  ctx.data.expressions[frames], appearance_frames=frames, background=behind)
-        return {**out, "frames": unique, "audio_codes": codes}
+        return {**out, "frames": batch.frame_ids, "audio_codes": codes}
 
     def mouth_loss(self, frames: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Mean squared error of the mouth blendshapes predicted from the audio codes of `frames` (standardised)."""
@@ -103,13 +103,12 @@ class PixelStage:
         from synctalk.models.losses import HeadLossWeights
 
         ctx, tcfg = self.ctx, self.tcfg
-        target = torch.as_tensor(batch.target, device=ctx.device)
-        out = self.head_outputs(batch, torch.as_tensor(batch.behind, device=ctx.device))
+        target = batch.target
+        out = self.head_outputs(batch, batch.behind)
         weights = HeadLossWeights(uncertainty_start=uncertainty_start, mask=tcfg.mask_weight,
                                   entropy=tcfg.entropy_weight, audio_attention=tcfg.attention_weight,
                                   expression_attention=tcfg.attention_weight)
-        regions = PixelRegions(head=torch.as_tensor(batch.head, device=ctx.device),
-                               lower_face=torch.as_tensor(batch.lower_face, device=ctx.device))
+        regions = PixelRegions(head=batch.head, lower_face=batch.lower_face)
         losses = ctx.head.losses(out, target, regions, step, weights)
         if getattr(ctx.head, "mouth_head", None) is not None:
             losses["mouth"] = tcfg.mouth_weight * self.mouth_loss(out["frames"], out["audio_codes"])
@@ -141,7 +140,7 @@ class HeadStage(PixelStage):
     def conditions(self, k: int, seed: int):
         """Audio codes and expressions of ``k`` training frames drawn with ``seed`` (for the head's hooks)."""
         data = self.ctx.data
-        frames = torch.as_tensor(np.random.default_rng(seed).choice(data.train, k), device=self.ctx.device)
+        frames = to_device(np.random.default_rng(seed).choice(data.train, k), self.ctx.device)
         with torch.no_grad():
             codes = self.ctx.head.encode_audio(data.features, frames)
         return codes, data.expressions[frames]
@@ -217,22 +216,17 @@ class TorsoStage(PixelStage):
         from synctalk.models.losses import mask_loss
         from synctalk.models.torso import composite_layers, normalize_pixels
 
-        ctx, tcfg, device = self.ctx, self.tcfg, self.ctx.device
-        target = torch.as_tensor(batch.target, device=device)
-        behind = torch.as_tensor(batch.behind, device=device)
-        frames = torch.as_tensor(batch.frames, device=device)
+        ctx, tcfg = self.ctx, self.tcfg
+        frames = batch.frames
         with torch.no_grad():
             head = self.head_outputs(batch, None)
-        pixels = normalize_pixels(torch.as_tensor(batch.pixels, device=device).float(), ctx.ds.width, ctx.ds.height)
+        pixels = normalize_pixels(batch.pixels.float(), ctx.ds.width, ctx.ds.height)
         torso = ctx.torso.render(pixels, ctx.data.pose_vectors[frames], frame_indices=frames,
                                  track=ctx.data.torso_tracks[frames])
-        rgb = composite_layers(head["rgb"], head["opacity"], torso["rgb"], torso["alpha"], behind)
-        losses = {"l1": (rgb - target).abs().mean()}
+        rgb = composite_layers(head["rgb"], head["opacity"], torso["rgb"], torso["alpha"], batch.behind)
+        losses = {"l1": (rgb - batch.target).abs().mean()}
         if tcfg.torso_mask_weight > 0:
-            outside_head = (~torch.as_tensor(batch.head, device=device)).float()
-            losses["mask"] = tcfg.torso_mask_weight * mask_loss(torso["alpha"],
-                                                                torch.as_tensor(batch.torso, device=device),
-                                                                outside_head)
+            losses["mask"] = tcfg.torso_mask_weight * mask_loss(torso["alpha"], batch.torso, (~batch.head).float())
         return losses
 
 
@@ -261,7 +255,10 @@ def run_pixel_stage(ctx: StageContext, name: str, budget_s: float) -> None:
         info["val_psnr"] = ctx.validate(name, step, module, run.loop.ema.state_dict() if run.loop.ema else None)
         return info["val_psnr"]
 
-    run.run(lambda step: stage.losses(sampler.sample(), step), after_step=stage.after_step, evaluate=evaluate)
+    try:
+        run.run(lambda step: stage.losses(sampler.sample(), step), after_step=stage.after_step, evaluate=evaluate)
+    finally:
+        sampler.close()
     run.finish()
     module.train()
     stage.finish(run)

@@ -45,7 +45,7 @@ import torch
 from synctalk.config import SyncTalkConfig
 from synctalk.data import SubjectDataset
 from synctalk.data.contract import TRAIN_STEPS
-from synctalk.errors import ConfigError
+from synctalk.errors import ConfigError, DatasetError
 from synctalk.train.checkpoint import CheckpointManager
 from synctalk.train.stage import StageContext, TrainLog
 
@@ -130,7 +130,12 @@ class Trainer:
             return tuple(state["head_box"])
         if state["stages"]:
             return None
-        box = head_box(self.ds, margin=self.cfg.model.head_box_margin)
+        try:
+            box = head_box(self.ds, margin=self.cfg.model.head_box_margin)
+        except DatasetError as exc:
+            log.warning("could not measure the head's box (%s); training in the default box [-1, 1]^3, which may "
+                        "cut off long or high hair", exc)
+            box = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0)
         # rounded outward to 1 mm-ish steps so that the JSON copy rebuilds exactly the same model
         state["head_box"] = [math.floor(v * 1000) / 1000 for v in box[:3]] + [math.ceil(v * 1000) / 1000
                                                                               for v in box[3:]]
