@@ -25,7 +25,8 @@ evaluate, bench_avatar). Benchmarks wait for background work first, so their tim
 
 Real data: --data DIR holding video/<clip> (and models/face_landmarker.task, audio/jfk_11s.flac), else
 $SYNCTALK_TEST_DATA, else ../shared/data, shared/data or gpu_data/ beside the repository. The GPU machine gets the
-repository without ../shared: copy the data into an ignored folder of the checkout and carry it.
+repository without ../shared: copy the data into an ignored folder of the checkout and carry it. --subject DIR
+trains on a subject preprocessed elsewhere instead (no preprocess step).
 
 Outputs under --out (default $OUT when set, else gpu_check_out/): report.md (a table: step, status, seconds, key
 figures; the log's tail for failures), report.json, logs/<step>.log and the benchmarks' JSON. --pack (the default
@@ -87,6 +88,7 @@ class Context:
     clip: Path | None
     quick: bool = False
     train_minutes: float = 3.0
+    given_subject: Path | None = None   # --subject: a subject preprocessed elsewhere (no preprocess step)
 
     @property
     def logs(self) -> Path:
@@ -94,11 +96,19 @@ class Context:
 
     @property
     def subject(self) -> Path:
+        if self.given_subject is not None:
+            return self.given_subject
         return self.work / f"subject_{self.clip.stem if self.clip else 'clip'}"
 
     @property
     def workspace(self) -> Path:
-        return self.work / f"ws_{self.clip.stem if self.clip else 'clip'}"
+        return self.work / f"ws_{self.subject.name.removeprefix('subject_')}"
+
+    def has_input(self, step: Step) -> bool:
+        """Whether a real-clip step has what it starts from: the clip (preprocess) or a subject (the others)."""
+        if step.needs_data == "clip":
+            return self.clip is not None
+        return not step.needs_data or self.clip is not None or self.given_subject is not None
 
     def synctalk(self, *args: str) -> list[str]:
         return [self.python, "-m", "synctalk.cli.main", *args]
@@ -131,7 +141,7 @@ class Step:
     quick_timeout_s: float
     commands: Callable[[Context], list[Command]]
     needs: tuple[str, ...] = ()        # steps whose failure makes this one pointless (it waits for them)
-    needs_data: bool = False           # needs the real clip
+    needs_data: str = ""               # "clip": needs the real clip; "subject": the clip or --subject
     background: bool = False           # started, then the following steps run beside it
     exclusive: bool = False            # waits for background steps first (timings)
     parallel: bool = False             # the commands run side by side
@@ -462,7 +472,7 @@ def _bench_avatar_figures(ctx: Context, text: str) -> dict:
 STEPS: tuple[Step, ...] = (
     Step("env", "nvidia-smi, torch / CUDA / nvcc versions", 60, 60, _env_commands, figures=_env_figures),
     Step("preprocess", "synctalk preprocess of a real clip on cuda (in the background)", 300, 240,
-         _preprocess_commands, needs_data=True, background=True, fresh=None, figures=_preprocess_figures),
+         _preprocess_commands, needs_data="clip", background=True, fresh=None, figures=_preprocess_figures),
     Step("build", "python -m cuda_ext.build --kind all, one process per op", 360, 360, _build_commands,
          parallel=True, figures=_build_figures),
     Step("cuda_tests", "pytest on the tests that touch CUDA (CUDA skips are failures)", 240, 180,
@@ -476,13 +486,13 @@ STEPS: tuple[Step, ...] = (
     Step("bench_train_step", "scripts/bench_train_step.py (head step)", 90, 60, _bench_train_step_commands,
          exclusive=True, figures=_bench_train_step_figures),
     Step("train", "synctalk train on cuda under train.budget_minutes", 300, 180, _train_commands,
-         needs=("preprocess",), needs_data=True, exclusive=True,
+         needs=("preprocess",), needs_data="subject", exclusive=True,
          fresh=lambda ctx: [ctx.workspace], figures=_train_figures),
     Step("evaluate", "synctalk evaluate of a few held-out frames", 150, 90, _evaluate_commands,
-         needs=("train",), needs_data=True, exclusive=True, fresh=lambda ctx: [ctx.work / "report"],
+         needs=("train",), needs_data="subject", exclusive=True, fresh=lambda ctx: [ctx.work / "report"],
          figures=_evaluate_figures),
     Step("bench_avatar", "scripts/bench_avatar.py on the trained workspace", 120, 60, _bench_avatar_commands,
-         needs=("train",), needs_data=True, exclusive=True, figures=_bench_avatar_figures),
+         needs=("train",), needs_data="subject", exclusive=True, figures=_bench_avatar_figures),
 )
 STEP_NAMES: tuple[str, ...] = tuple(step.name for step in STEPS)
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -679,6 +689,7 @@ class Options:
     budget_s: float
     train_minutes: float
     pack: bool
+    subject: Path | None = None
 
 
 def effective_timeout(step: Step, options: Options) -> float:
@@ -726,8 +737,9 @@ def run_plan(options: Options, ctx: Context, steps: tuple[Step, ...] | None = No
 
     for step in steps:
         if step.name not in options.steps:
-            record(StepResult(step.name, "skipped", reason="not selected (--only/--skip)", requested_skip=True),
-                   announce=False)
+            why = "a subject was given (--subject)" if step.needs_data == "clip" and ctx.given_subject else \
+                "not selected (--only/--skip)"
+            record(StepResult(step.name, "skipped", reason=why, requested_skip=True), announce=False)
             continue
         if step.exclusive:
             wait_for(list(background))
@@ -737,10 +749,10 @@ def run_plan(options: Options, ctx: Context, steps: tuple[Step, ...] | None = No
         if broken:
             record(StepResult(step.name, "skipped", reason=f"needs {', '.join(broken)}, which did not pass"))
             continue
-        if step.needs_data and ctx.clip is None:
-            record(StepResult(step.name, "failed", reason="no real clip: pass --data DIR (with video/<clip>) or "
-                                                          "--clip FILE, or leave the real-clip steps out with "
-                                                          "--skip real"))
+        if not ctx.has_input(step):
+            record(StepResult(step.name, "failed", reason="no real clip: pass --data DIR (with video/<clip>), "
+                                                          "--clip FILE or --subject DIR, or leave the real-clip "
+                                                          "steps out with --skip real"))
             continue
         remaining = deadline_all - time.monotonic()
         if remaining < MIN_STEP_S:
@@ -885,6 +897,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=Path, help="real data folder holding video/<clip> (and models/, audio/)")
     parser.add_argument("--clip", default=DEFAULT_CLIP, help=f"clip under DATA/video, or a video file "
                                                              f"(default {DEFAULT_CLIP})")
+    parser.add_argument("--subject", type=Path, help="a subject already preprocessed (`synctalk preprocess`, e.g. "
+                                                     "on another machine): train on it, no preprocess step")
     parser.add_argument("--only", action="append", metavar="STEP[,..]", help="run only these steps or groups")
     parser.add_argument("--skip", action="append", metavar="STEP[,..]", help="leave these steps or groups out")
     parser.add_argument("--quick", action="store_true", help="shorter runs (1-minute training, fewer sizes)")
@@ -908,6 +922,11 @@ def parse_options(argv: list[str] | None = None) -> tuple[Options, argparse.Name
         steps = select_steps(args.only, args.skip)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.subject is not None:
+        if not (args.subject / "meta.json").is_file():
+            parser.error(f"--subject {args.subject}: not a subject folder (no meta.json; made by synctalk "
+                         "preprocess)")
+        steps = [name for name in steps if name != "preprocess"]
     if not steps:
         parser.error("--only/--skip leave no step to run")
     if args.budget_minutes <= 0:
@@ -922,13 +941,15 @@ def parse_options(argv: list[str] | None = None) -> tuple[Options, argparse.Name
     data = find_data(args.data)
     options = Options(out=out, work=args.work.resolve(), data=data, clip=find_clip(data, args.clip), steps=steps,
                       quick=args.quick, budget_s=60.0 * args.budget_minutes, train_minutes=train_minutes,
-                      pack=out_from_env if args.pack is None else args.pack)
+                      pack=out_from_env if args.pack is None else args.pack,
+                      subject=args.subject.resolve() if args.subject is not None else None)
     return options, args
 
 
 def make_context(options: Options, python: str | None = None) -> Context:
     return Context(python=python or sys.executable, out=options.out, work=options.work, data=options.data,
-                   clip=options.clip, quick=options.quick, train_minutes=options.train_minutes)
+                   clip=options.clip, quick=options.quick, train_minutes=options.train_minutes,
+                   given_subject=options.subject)
 
 
 def format_plan(options: Options, ctx: Context) -> str:
@@ -938,7 +959,8 @@ def format_plan(options: Options, ctx: Context) -> str:
              f"  out  {options.out}{' (packed into logs.tar.gz at the end)' if options.pack else ''}",
              f"  work {options.work}",
              f"  data {options.data or 'NOT FOUND (pass --data DIR; the real-clip steps fail without it)'}",
-             f"  clip {options.clip or 'NOT FOUND'}",
+             f"  clip {options.clip or 'NOT FOUND'}" + (f"; subject {options.subject} (no preprocess)"
+                                                          if options.subject else ""),
              "  env  " + " ".join(f"{k}={v}" for k, v in ctx.env().items()), ""]
     limits = 0.0
     for index, step in enumerate(STEPS, 1):
@@ -951,7 +973,7 @@ def format_plan(options: Options, ctx: Context) -> str:
                                  ("side by side", step.parallel)) if on]
         lines.append(f"{index:2d}. {step.name:<17} limit {timeout:4.0f} s  {step.title}"
                      + (f" [{', '.join(flags)}]" if flags else ""))
-        if step.needs_data and options.clip is None:
+        if not ctx.has_input(step):
             lines.append("      ! no real clip: this step will fail")
         for folder in (step.fresh(ctx) if step.fresh else []):
             lines.append(f"      rm -rf {folder}")

@@ -405,3 +405,21 @@ def test_a_stopped_check_still_writes_its_report(tmp_path):
     assert process.returncode == 130
     text = (out / "report.md").read_text()
     assert "| env | failed |" in text and "interrupted while running" in text and "sleeping" in text
+
+
+def test_a_given_subject_replaces_the_preprocess_step(tmp_path, capsys, no_cuda_probe):
+    subject = tmp_path / "subject_macron"
+    subject.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        gpu_check.main(["--dry-run", "--subject", str(subject)])
+    assert exit_info.value.code == 2 and "not a subject folder" in capsys.readouterr().err
+    (subject / "meta.json").write_text("{}")
+    options, _ = gpu_check.parse_options(["--subject", str(subject), "--clip", str(tmp_path / "none.mp4"),
+                                          "--work", str(tmp_path / "w")])
+    assert "preprocess" not in options.steps and "train" in options.steps
+    ctx = gpu_check.make_context(options)
+    assert ctx.subject == subject.resolve() and ctx.workspace == (tmp_path / "w" / "ws_macron").resolve()
+    assert gpu_check.main(["--dry-run", "--subject", str(subject), "--clip", str(tmp_path / "none.mp4")]) == 0
+    text = capsys.readouterr().out
+    assert f"train {subject.resolve()} -w" in text and "no real clip" not in text
+    assert "preprocess        skipped" in text
