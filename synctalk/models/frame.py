@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from synctalk.models.head import HeadModel
+from synctalk.models.base import HeadRepresentation
 from synctalk.models.torso import TorsoModel, composite_layers, normalize_pixels
 
 __all__ = ["FrameInputs", "FrameOutput", "render_frame", "scaled_intrinsics"]
@@ -56,9 +56,12 @@ def scaled_intrinsics(K: Tensor, scale: float) -> Tensor:
     return K
 
 
+CPU_CHUNK = 8192  # rays per head evaluation on CPU (bounds memory); on CUDA a frame is one chunk
+
+
 @torch.no_grad()
-def render_frame(head: HeadModel, torso: TorsoModel | None, inputs: FrameInputs, K: Tensor, width: int,
-                 height: int, behind: Tensor, chunk: int = 8192, early_stop_eps: float = 1e-3) -> FrameOutput:
+def render_frame(head: HeadRepresentation, torso: TorsoModel | None, inputs: FrameInputs, K: Tensor, width: int,
+                 height: int, behind: Tensor, chunk: int | None = None, early_stop_eps: float = 1e-3) -> FrameOutput:
     """Render a ``width`` x ``height`` image.
 
     Args:
@@ -67,33 +70,27 @@ def render_frame(head: HeadModel, torso: TorsoModel | None, inputs: FrameInputs,
         K: [3, 3] intrinsics at this resolution (:func:`scaled_intrinsics`).
         behind: [H*W, 3] or [3] in [0, 1]: the background plate with a torso model, else what shows through the
             head (e.g. a frame's torso plate).
-        chunk: rays per field evaluation (bounds memory).
+        chunk: pixels per head evaluation (bounds memory); None: the whole frame on CUDA, ``CPU_CHUNK`` elsewhere.
         early_stop_eps: transmittance at which rays stop (see ``HeadModel.render``).
     """
-    from synctalk.render.rays import generate_rays, pixel_grid
+    from synctalk.render.rays import pixel_grid
 
     device = inputs.c2w.device
-    pixels = pixel_grid(width, height, device=device)
-    rays_o, rays_d = generate_rays(inputs.c2w, K, pixels)
-    behind = behind.reshape(-1, 3) if behind.numel() > 3 else behind.reshape(1, 3).expand(len(pixels), 3)
-    rows, head_alpha, torso_alpha = [], [], []
-    maps: dict[str, list[Tensor]] = {name: [] for name in HEAD_MAPS}
-    for start in range(0, len(pixels), chunk):
-        sl = slice(start, start + chunk)
-        out = head.render(rays_o[sl], rays_d[sl], inputs.audio_code, inputs.expression,
-                          frame_indices=inputs.appearance_frame, background=None, early_stop_eps=early_stop_eps)
-        for name in HEAD_MAPS:
-            maps[name].append(out[name])
-        head_alpha.append(out["opacity"])
-        if torso is not None:
-            coords = normalize_pixels(pixels[sl], width, height)
-            body = torso.render(coords, inputs.torso_pose, frame_indices=inputs.appearance_frame,
-                                track=inputs.torso_track)
-            torso_alpha.append(body["alpha"])
-            rows.append(composite_layers(out["rgb"], out["opacity"], body["rgb"], body["alpha"], behind[sl]))
-        else:
-            rows.append(out["rgb"] + (1 - out["opacity"])[:, None] * behind[sl])
-    return FrameOutput(rgb=torch.cat(rows).reshape(height, width, 3),
-                       head_alpha=torch.cat(head_alpha).reshape(height, width),
-                       torso_alpha=torch.cat(torso_alpha).reshape(height, width) if torso is not None else None,
-                       maps={name: torch.cat(v).reshape(height, width) for name, v in maps.items()})
+    if chunk is None:
+        chunk = None if device.type == "cuda" else CPU_CHUNK
+    out = head.render_image(inputs.c2w, K, width, height, inputs.audio_code, inputs.expression,
+                            appearance_frame=inputs.appearance_frame, chunk=chunk, early_stop_eps=early_stop_eps)
+    n = width * height
+    behind = behind.reshape(-1, 3) if behind.numel() > 3 else behind.reshape(1, 3).expand(n, 3)
+    torso_alpha = None
+    if torso is not None:
+        coords = normalize_pixels(pixel_grid(width, height, device=device), width, height)
+        body = torso.render(coords, inputs.torso_pose, frame_indices=inputs.appearance_frame,
+                            track=inputs.torso_track)
+        torso_alpha = body["alpha"].reshape(height, width)
+        rgb = composite_layers(out["rgb"], out["opacity"], body["rgb"], body["alpha"], behind)
+    else:
+        rgb = out["rgb"] + (1 - out["opacity"])[:, None] * behind
+    return FrameOutput(rgb=rgb.reshape(height, width, 3), head_alpha=out["opacity"].reshape(height, width),
+                       torso_alpha=torso_alpha,
+                       maps={name: out[name].reshape(height, width) for name in HEAD_MAPS})

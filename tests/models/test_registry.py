@@ -80,3 +80,31 @@ def test_after_step_refreshes_the_occupancy_grid_on_its_period():
     before = head.grid.density.clone()
     head.after_step(every, conditions)
     assert calls == [(8, every)] and not torch.equal(before, head.grid.density)
+
+
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_render_frame_is_the_same_in_any_chunking(device):
+    """render_frame draws through the head interface; a whole-frame chunk (CUDA's default) gives the image of
+    CPU-sized chunks, torso and maps included."""
+    from synctalk.models.frame import FrameInputs, render_frame
+    from synctalk.models.torso import pose_vector
+
+    torch.manual_seed(0)
+    cfg = small_config()
+    head, torso = build_models(cfg, subject_spec(cfg, (16, 8), n_frames=3), device)
+    head.grid.binary.fill_(True)
+    c2w = torch.eye(4, device=device)
+    c2w[2, 3] = -3.0
+    K = torch.tensor([[20.0, 0, 8], [0, 20.0, 6], [0, 0, 1]], device=device)
+    inputs = FrameInputs(c2w=c2w, audio_code=torch.randn(32, device=device), expression=torch.rand(7, device=device),
+                         torso_pose=pose_vector(c2w), appearance_frame=1)
+    behind = torch.rand(12 * 16, 3, device=device)
+    whole = render_frame(head, torso, inputs, K, 16, 12, behind, chunk=16 * 12)
+    for chunk in (None, 37):
+        part = render_frame(head, torso, inputs, K, 16, 12, behind, chunk=chunk)
+        torch.testing.assert_close(part.rgb, whole.rgb, rtol=0, atol=1e-5)
+        torch.testing.assert_close(part.head_alpha, whole.head_alpha, rtol=0, atol=1e-5)
+        torch.testing.assert_close(part.torso_alpha, whole.torso_alpha, rtol=0, atol=0)
+        for name, value in whole.maps.items():
+            torch.testing.assert_close(part.maps[name], value, rtol=0, atol=1e-5, msg=name)
+    assert whole.rgb.shape == (12, 16, 3) and whole.rgb.device.type == device
