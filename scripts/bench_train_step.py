@@ -41,12 +41,14 @@ if hasattr(synctalk.runtime, "configure_threads"):  # what the CLI does first (a
     synctalk.runtime.configure_threads()
 from synctalk.config import SyncTalkConfig, load_config
 from synctalk.train.trainer import train
-subject, workspace, steps = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+subject, workspace, steps, device = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 overrides = [f"train.head_steps={steps}", "train.eval_every=1000000", "train.checkpoint_every=1000000",
              "train.eval_frames=1", "train.budget_minutes=0"]
 cfg = load_config(SyncTalkConfig, "cpu", overrides)
 t0 = time.perf_counter()
-train(subject, workspace, cfg, device="cpu", progress=False, stages=("head",))
+if device == "cuda" and hasattr(synctalk.runtime, "configure_precision"):
+    synctalk.runtime.configure_precision(device, cfg.train.tf32)
+train(subject, workspace, cfg, device=device, progress=False, stages=("head",))
 head = json.loads((workspace / "train_log.json").read_text())["stages"]["head"]
 import torch
 print(json.dumps({"seconds": head["seconds"], "steps": head["step"], "wall": time.perf_counter() - t0,
@@ -61,10 +63,10 @@ def make_subject(root: Path, size: int, n_frames: int) -> Path:
     return build_subject(root, n_frames=n_frames, size=(size, size))
 
 
-def measure(tree: Path, subject: Path, steps: int, env: dict[str, str], label: str) -> dict:
+def measure(tree: Path, subject: Path, steps: int, env: dict[str, str], label: str, device: str = "cpu") -> dict:
     workspace = Path(tempfile.mkdtemp(prefix="bench_step_"))
     run_env = {**os.environ, **env, "PYTHONPATH": str(tree)}
-    out = subprocess.run([sys.executable, "-c", WORKER, str(subject), str(workspace), str(steps)], env=run_env,
+    out = subprocess.run([sys.executable, "-c", WORKER, str(subject), str(workspace), str(steps), device], env=run_env,
                          capture_output=True, text=True, cwd=tree)
     if out.returncode != 0:
         raise SystemExit(f"{label}: the worker failed:\n{out.stderr[-3000:]}")
@@ -79,8 +81,12 @@ HOST_SYNCS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::_unique2", "a
               "aten::unique_consecutive", "aten::masked_select", "aten::repeat_interleave", "aten::_assert_async")
 
 
-def count_ops(subject: Path, steps: int) -> None:
-    """ATen operators and host-syncing operators per steady head step (see the module docstring)."""
+def count_ops(subject: Path, steps: int, device: str = "cpu") -> None:
+    """ATen operators and host-syncing operators per steady head step (see the module docstring); on CUDA also
+    the synchronisations torch itself reports (``torch.cuda.set_sync_debug_mode``)."""
+    import warnings
+
+    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from synctalk.config import SyncTalkConfig, load_config
@@ -89,7 +95,7 @@ def count_ops(subject: Path, steps: int) -> None:
     from synctalk.train.trainer import Trainer
 
     cfg = load_config(SyncTalkConfig, "cpu")
-    trainer = Trainer(subject, Path(tempfile.mkdtemp(prefix="bench_ops_")), cfg, device="cpu", progress=False)
+    trainer = Trainer(subject, Path(tempfile.mkdtemp(prefix="bench_ops_")), cfg, device=device, progress=False)
     stage = HeadStage(trainer.context)
     sampler = stage.sampler()
     optimizer, scheduler = stage.optimizer()
@@ -104,6 +110,20 @@ def count_ops(subject: Path, steps: int) -> None:
     loop.config.steps = warm + steps
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         loop.run(step_fn, after_step=stage.after_step)
+    if device == "cuda":
+        loop.config.steps += steps
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            t0 = time.perf_counter()
+            loop.run(step_fn, after_step=stage.after_step)
+            torch.cuda.synchronize()
+            seconds = time.perf_counter() - t0
+        torch.cuda.set_sync_debug_mode(0)
+        reported = [str(w.message).splitlines()[0] for w in caught if "synchroniz" in str(w.message)]
+        print(f"cuda: {steps / seconds:.1f} head steps/s; synchronisations torch reports: "
+              f"{len(reported) / steps:.2f} per step" + (f" (first: {reported[0]})" if reported else ""))
     counts: dict[str, int] = {}
     for event in prof.events():
         if event.name.startswith("aten::"):
@@ -136,24 +156,25 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="side of the synthetic subject")
     parser.add_argument("--contention", action="store_true", help="also measure beside one busy process")
     parser.add_argument("--ops", action="store_true", help="count operators and host syncs per step (this tree)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the steps run")
     args = parser.parse_args()
 
     subject = args.subject or make_subject(Path(tempfile.mkdtemp(prefix="bench_subject_")) / "s", args.size, 40)
     if args.ops:
-        count_ops(subject, args.steps)
+        count_ops(subject, args.steps, args.device)
         return
-    print(f"subject {subject}, {args.steps} head steps per run, cpu recipe, {os.cpu_count()} cores")
+    print(f"subject {subject}, {args.steps} head steps per run, cpu recipe on {args.device}, {os.cpu_count()} cores")
     rows = []
     for tree in args.trees:
         environments = ENVIRONMENTS if args.contention else {"synctalk": {}}
         for name, env in environments.items():
-            idle = measure(tree, subject, args.steps, env, f"{tree} {name}")
+            idle = measure(tree, subject, args.steps, env, f"{tree} {name}", args.device)
             row = {"tree": str(tree), "environment": name, "threads": idle["threads"], "idle": idle["s_per_step"]}
             if args.contention:
                 competitor = spin()
                 try:
                     time.sleep(1.0)
-                    busy = measure(tree, subject, args.steps, env, f"{tree} {name} busy")
+                    busy = measure(tree, subject, args.steps, env, f"{tree} {name} busy", args.device)
                 finally:
                     competitor.kill()
                     competitor.wait()

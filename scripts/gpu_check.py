@@ -15,7 +15,7 @@ Steps, in order (each timed, each with its own log under OUT/logs/, each stopped
     smoke             tests/test_device_smoke.py, its cuda half (the same rule for skips)
     bench_encoding    scripts/bench_encoding.py, cuda and cpu backends
     bench_render      scripts/bench_render.py --device cuda, torch and cuda backends
-    bench_train_step  scripts/bench_train_step.py (--device cuda when the script has it, else --ops)
+    bench_train_step  scripts/bench_train_step.py --device cuda (step time), then --ops --device cuda (syncs)
     train             `synctalk train --device cuda train.budget_minutes=3` on the preprocessed clip
     evaluate          `synctalk evaluate --max-frames 8` of that workspace
     bench_avatar      scripts/bench_avatar.py on that workspace (frames/s per size, streaming latency)
@@ -259,20 +259,12 @@ def _bench_render_commands(ctx: Context) -> list[Command]:
                                "--repeats", "3" if ctx.quick else "5", "--json", str(ctx.logs / "bench_render.json")))]
 
 
-def train_step_bench_has_device() -> bool:
-    """Whether scripts/bench_train_step.py takes --device (then it times the head step on cuda)."""
-    try:
-        return '"--device"' in (SCRIPTS / "bench_train_step.py").read_text(encoding="utf-8")
-    except OSError:
-        return False
-
-
 def _bench_train_step_commands(ctx: Context) -> list[Command]:
-    if train_step_bench_has_device():
-        return [Command(ctx.script("bench_train_step.py", "--device", "cuda", "--steps", "50" if ctx.quick else "200"))]
-    # The script times CPU steps only; its --ops mode counts the operators (kernel launches on a GPU) and the host
-    # syncs per head step: what bounds the step on a GPU. The CUDA step time itself comes from the train step.
-    return [Command(ctx.script("bench_train_step.py", "--ops", "--steps", "10" if ctx.quick else "20"))]
+    # the head step's time on cuda (synthetic 256² subject), then its operators (kernel launches) and the
+    # synchronisations torch reports per steady step: what bounds the step on a GPU
+    return [Command(ctx.script("bench_train_step.py", "--device", "cuda", "--steps", "50" if ctx.quick else "200")),
+            Command(ctx.script("bench_train_step.py", "--ops", "--device", "cuda", "--steps", "10" if ctx.quick
+                               else "20"))]
 
 
 def _preprocess_commands(ctx: Context) -> list[Command]:
@@ -396,11 +388,17 @@ def _bench_render_figures(ctx: Context, text: str) -> dict:
 
 
 def _bench_train_step_figures(ctx: Context, text: str) -> dict:
+    figures = {}
+    rows = re.findall(r"^\|[^|]*\|[^|]*\|\s*\d+\s*\|\s*([\d.]+)\s*\|", text, re.M)
+    if rows:
+        figures["s/step"] = float(rows[-1])
     match = re.search(r"(\d+) ATen ops per step.*?host syncs per step: (.*)", text)
     if match:
-        return {"ATen ops/step": int(match.group(1)), "host syncs/step": match.group(2).strip()}
-    rows = re.findall(r"^\|[^|]*\|[^|]*\|\s*\d+\s*\|\s*([\d.]+)\s*\|", text, re.M)
-    return {"s/step": float(rows[-1])} if rows else {}
+        figures.update({"ATen ops/step": int(match.group(1)), "host syncs/step": match.group(2).strip()})
+    match = re.search(r"cuda: ([\d.]+) head steps/s; synchronisations torch reports: ([\d.]+) per step", text)
+    if match:
+        figures.update({"steps/s (steady)": float(match.group(1)), "cuda syncs/step": float(match.group(2))})
+    return figures
 
 
 def _preprocess_figures(ctx: Context, text: str) -> dict:
