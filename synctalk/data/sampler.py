@@ -219,7 +219,7 @@ class RaySampler:
         else:
             xs, ys = self._random_pixels(labels, points)
         count = xs.shape[1]
-        rows = torch.arange(len(frames), device=self.device).repeat_interleave(count)
+        rows = torch.arange(len(frames), device=self.device)[:, None].expand(-1, count).reshape(-1)  # no sync
         xs, ys = xs.reshape(-1), ys.reshape(-1)
         if not self.patch and count * len(frames) != self.n_rays:
             keep = self._kept_rays(len(frames), count)
