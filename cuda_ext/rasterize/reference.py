@@ -16,7 +16,8 @@ Projection (EWA splatting, Zwicker et al. 2002; as in 3DGS, Kerbl et al. 2023):
 
 A Gaussian is kept when near < z < far. Compositing, front to back in depth order, per pixel p:
 
-    α_i = min(α_max, o_i exp(-½ dᵀ conic_i d)),  d = p - μ'_i;  α_i < 1/255 counts as 0
+    α_i = min(α_max, o_i exp(-½ dᵀ conic_i d)),  d = p - μ'_i;  α_i < 1/255 counts as 0, and so does a pixel
+          centre outside the Gaussian's square |d_x|, |d_y| <= radius (the tiles it is binned to cover that square)
     T_i = ∏_{j<i} (1 - α_j);  C = Σ_i α_i T_i c_i + T_N · background
     a Gaussian after which T would drop below t_min = 1e-4 is not composited, nor any behind it (the
     rasterizers stop there)
@@ -112,7 +113,9 @@ def rasterize(projected: Projected, colors: Tensor, opacities: Tensor, width: in
     a, b, c = (conics[:, k, None, None] for k in range(3))
     power = -0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy
     alpha = (opacities[order, None, None] * torch.exp(power.clamp(max=0))).clamp(max=ALPHA_MAX)
-    alpha = torch.where(alpha < ALPHA_MIN, torch.zeros_like(alpha), alpha)
+    radius = p.radii[order, None, None].to(alpha.dtype)
+    inside = (dx.abs() <= radius) & (dy.abs() <= radius)
+    alpha = torch.where((alpha < ALPHA_MIN) | ~inside, torch.zeros_like(alpha), alpha)
     after = torch.cumprod(1 - alpha, 0)                            # T after each Gaussian
     before = torch.cat([torch.ones_like(after[:1]), after[:-1]])
     weights = torch.where(after >= t_min, alpha * before, torch.zeros_like(alpha))

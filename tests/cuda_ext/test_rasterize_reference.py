@@ -32,7 +32,7 @@ def random_scene(n, seed=0, dtype=torch.float64, device="cpu", spread=0.8):
     return [t.to(device) for t in (means, quats, scales, opacities, colors)]
 
 
-def loop_rasterize(means2d, conics, depths, valid, colors, opacities, width, height, background):
+def loop_rasterize(means2d, conics, depths, valid, radii, colors, opacities, width, height, background):
     """Per pixel, per Gaussian in depth order: the compositing rule written as plainly as possible."""
     order = sorted((float(depths[i]), i) for i in range(len(depths)) if bool(valid[i]))
     image = torch.zeros(height, width, colors.shape[1], dtype=torch.float64)
@@ -43,6 +43,8 @@ def loop_rasterize(means2d, conics, depths, valid, colors, opacities, width, hei
             T, rgb = 1.0, torch.zeros(colors.shape[1], dtype=torch.float64)
             for _, i in order:
                 dx, dy = px - float(means2d[i, 0]), py - float(means2d[i, 1])
+                if abs(dx) > radii[i] or abs(dy) > radii[i]:
+                    continue
                 a, b, c = (float(v) for v in conics[i])
                 power = -0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy
                 alpha = min(ref.ALPHA_MAX, float(opacities[i]) * math.exp(min(power, 0.0)))
@@ -64,7 +66,8 @@ def test_the_dense_reference_equals_a_per_pixel_loop(device):
     background = torch.tensor([0.2, 0.4, 0.6], dtype=torch.float64, device=device)
     image, alpha, p = ref.render(means, quats, scales, opacities, colors, viewmat, K, 10, 8, background)
     want_image, want_alpha = loop_rasterize(p.means2d.cpu(), p.conics.cpu(), p.depths.cpu(), p.valid.cpu(),
-                                            colors.cpu(), opacities.cpu(), 10, 8, background.cpu())
+                                            p.radii.cpu().tolist(), colors.cpu(), opacities.cpu(), 10, 8,
+                                            background.cpu())
     torch.testing.assert_close(image.cpu(), want_image, rtol=0, atol=1e-12)
     torch.testing.assert_close(alpha.cpu(), want_alpha, rtol=0, atol=1e-12)
     assert alpha.max() > 0.5  # the scene covers the image: the comparison is not of two empty images
