@@ -6,11 +6,12 @@
 //           -> grad means2d [N,2], conics [N,3], colors [N,C], opacities [N]
 //
 // Binning: each Gaussian goes to the 16x16 tiles its square |d| <= radius touches; each tile's list is sorted by
-// (depth, index), the reference's stable depth order restricted to the tile. OpenMP over tiles; a pixel walks its
-// tile's list front to back and stops where the transmittance would fall below t_min (its count is kept for the
-// backward pass). Backward walks each pixel's list in reverse, recovering the transmittance before each Gaussian by
-// division (alpha <= 0.99 keeps that exact enough), and accumulates per-thread gradients that are summed at the end
-// (deterministic for a fixed thread count).
+// (depth, index), the reference's stable depth order restricted to the tile. OpenMP over tiles; within a tile, row
+// by row, each Gaussian visits only the pixels of the row its ellipse reaches with alpha >= 1/255 (a quadratic in
+// dx), and each pixel stops where its transmittance would fall below t_min (its count is kept for the backward
+// pass). Backward walks each pixel's list in reverse from that count, recovering the transmittance before each
+// Gaussian by division (alpha <= 0.99 keeps that exact enough), and accumulates per-thread gradients that are summed
+// at the end (deterministic for a fixed thread count).
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -79,23 +80,6 @@ Bins bin(const float* means2d, const float* depths, const int64_t* radii, int64_
   return b;
 }
 
-// alpha of Gaussian g at pixel centre (px, py), 0 when skipped; also exp(power) and the offsets for backward.
-inline float alpha_at(const float* m, const float* q, float o, int64_t r, float px, float py, float* gauss,
-                      float* dx_out, float* dy_out, bool* clamped_power) {
-  const float dx = px - m[0], dy = py - m[1];
-  if (std::fabs(dx) > static_cast<float>(r) || std::fabs(dy) > static_cast<float>(r)) return 0.0f;
-  float power = -0.5f * (q[0] * dx * dx + q[2] * dy * dy) - q[1] * dx * dy;
-  *clamped_power = power > 0.0f;
-  if (*clamped_power) power = 0.0f;
-  const float g = std::exp(power);
-  const float alpha = std::min(kAlphaMax, o * g);
-  if (alpha < kAlphaMin) return 0.0f;
-  *gauss = g;
-  *dx_out = dx;
-  *dy_out = dy;
-  return alpha;
-}
-
 struct Packed {
   float mx, my, a, b, c, o, r, skip_below;
   int64_t g;
@@ -106,6 +90,20 @@ inline Packed pack(const float* m, const float* q, const float* o, const int64_t
   // boundary to the exact test, as the reference makes it
   const float skip = -std::log(255.0f * std::max(o[g], 1e-30f)) - 1e-3f;
   return {m[2 * g], m[2 * g + 1], q[3 * g], q[3 * g + 1], q[3 * g + 2], o[g], static_cast<float>(r[g]), skip, g};
+}
+
+// The pixels [x0, x1] of a row (pixel centres y + 0.5 = py) inside [x_begin, x_end) where Gaussian p can reach
+// alpha >= 1/255 within its square: power(dx) >= skip_below <=> a dx² + 2 b dy dx + c dy² + 2 skip_below <= 0.
+inline bool row_span(const Packed& p, float py, int x_begin, int x_end, int* x0, int* x1) {
+  const float dy = py - p.my;
+  if (std::fabs(dy) > p.r) return false;
+  const float disc = p.b * p.b * dy * dy - p.a * (p.c * dy * dy + 2.0f * p.skip_below);
+  if (disc < 0.0f) return false;
+  const float half = std::sqrt(disc) / p.a, centre = p.mx - p.b * dy / p.a;
+  const float lo = std::max(centre - half, p.mx - p.r) - 0.5f, hi = std::min(centre + half, p.mx + p.r) - 0.5f;
+  *x0 = std::max(x_begin, static_cast<int>(std::floor(lo)));
+  *x1 = std::min(x_end - 1, static_cast<int>(std::ceil(hi)));
+  return *x0 <= *x1;
 }
 
 void check(const torch::Tensor& t, const char* name, int64_t dim0, int64_t dim1, torch::ScalarType type) {
@@ -156,30 +154,48 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& means2d, const
     // alpha is under 1/255, so most far pixels skip the exp
     std::vector<Packed> local(end - begin);
     for (int64_t k = begin; k < end; ++k) local[k - begin] = pack(m, q, o, r, b.ids[k]);
+    // Row by row: each Gaussian visits only the pixels of the row where its ellipse can reach alpha >= 1/255
+    // (the exact test below decides at the edge), and the row stops when all its pixels are opaque.
+    const int x_begin = tx * kTile, x_end = static_cast<int>(std::min<int64_t>(x_begin + kTile, width));
+    float T[kTile];
+    int64_t done[kTile];
     for (int y = ty * kTile; y < std::min<int64_t>((ty + 1) * kTile, height); ++y) {
-      for (int x = tx * kTile; x < std::min<int64_t>((tx + 1) * kTile, width); ++x) {
-        const float px = x + 0.5f, py = y + 0.5f;
-        float T = 1.0f;
-        float* pixel = img + (static_cast<int64_t>(y) * width + x) * channels;
-        int64_t done = 0;
-        for (int64_t k = 0; k < end - begin; ++k) {
-          const Packed& p = local[k];
-          const float dx = px - p.mx, dy = py - p.my;
-          if (std::fabs(dx) > p.r || std::fabs(dy) > p.r) continue;
+      const float py = y + 0.5f;
+      float* row = img + static_cast<int64_t>(y) * width * channels;
+      int active = x_end - x_begin;
+      bool stopped[kTile] = {};
+      std::fill(T, T + kTile, 1.0f);
+      std::fill(done, done + kTile, int64_t{0});
+      for (int64_t k = 0; k < end - begin && active > 0; ++k) {
+        const Packed& p = local[k];
+        const float dy = py - p.my;
+        int x0, x1;
+        if (!row_span(p, py, x_begin, x_end, &x0, &x1)) continue;
+        for (int x = x0; x <= x1; ++x) {
+          const int i = x - x_begin;
+          if (stopped[i]) continue;
+          const float dx = x + 0.5f - p.mx;
+          if (std::fabs(dx) > p.r) continue;
           const float power = -0.5f * (p.a * dx * dx + p.c * dy * dy) - p.b * dx * dy;
-          if (power < p.skip_below) continue;
           const float alpha = std::min(kAlphaMax, p.o * std::exp(std::min(power, 0.0f)));
           if (alpha < kAlphaMin) continue;
-          const float next = T * (1.0f - alpha);
-          if (next < tmin) break;
-          const float w = alpha * T;
+          const float next = T[i] * (1.0f - alpha);
+          if (next < tmin) {
+            stopped[i] = true;
+            --active;
+            continue;
+          }
+          const float w = alpha * T[i];
           const float* col = c + p.g * channels;
+          float* pixel = row + static_cast<int64_t>(x) * channels;
           for (int64_t ch = 0; ch < channels; ++ch) pixel[ch] += w * col[ch];
-          T = next;
-          done = k + 1;
+          T[i] = next;
+          done[i] = k + 1;
         }
-        acc[static_cast<int64_t>(y) * width + x] = 1.0f - T;
-        lst[static_cast<int64_t>(y) * width + x] = static_cast<int32_t>(done);
+      }
+      for (int x = x_begin; x < x_end; ++x) {
+        acc[static_cast<int64_t>(y) * width + x] = 1.0f - T[x - x_begin];
+        lst[static_cast<int64_t>(y) * width + x] = static_cast<int32_t>(done[x - x_begin]);
       }
     }
   }
@@ -226,36 +242,56 @@ std::vector<torch::Tensor> rasterize_backward(const torch::Tensor& means2d, cons
     float* grads = partial.data() + static_cast<size_t>(thread) * n * stride;
     const int tx = static_cast<int>(t % tiles_x), ty = static_cast<int>(t / tiles_x);
     const int64_t begin = offsets[t];
-    std::vector<float> behind(channels);
+    const int64_t end = offsets[t + 1];
+    std::vector<Packed> local(end - begin);
+    for (int64_t k = begin; k < end; ++k) local[k - begin] = pack(m, q, o, r, ids[k]);
+    const int x_begin = tx * kTile, x_end = static_cast<int>(std::min<int64_t>(x_begin + kTile, width));
+    float T[kTile], t_final[kTile];
+    std::vector<float> behind(kTile * channels);  // per pixel: colour composited behind the current Gaussian
+    // Row by row, each pixel's list in reverse from its last composited Gaussian (the forward's row spans)
     for (int y = ty * kTile; y < std::min<int64_t>((ty + 1) * kTile, height); ++y) {
-      for (int x = tx * kTile; x < std::min<int64_t>((tx + 1) * kTile, width); ++x) {
-        const int64_t pix = static_cast<int64_t>(y) * width + x;
-        const float px = x + 0.5f, py = y + 0.5f;
-        const float t_final = 1.0f - acc[pix];
-        float T = t_final;
-        std::fill(behind.begin(), behind.end(), 0.0f);  // colour composited behind the current Gaussian
-        const float* g_pix = gi + pix * channels;
-        for (int64_t k = begin + lst[pix] - 1; k >= begin; --k) {
-          const int64_t g = ids[k];
-          float gauss, dx, dy;
-          bool clamped_power;
-          const float alpha = alpha_at(m + 2 * g, q + 3 * g, o[g], r[g], px, py, &gauss, &dx, &dy, &clamped_power);
-          if (alpha == 0.0f) continue;
-          T /= (1.0f - alpha);  // transmittance in front of g
-          float* gg = grads + g * stride;
-          float d_alpha = ga[pix] * t_final / (1.0f - alpha);
+      const float py = y + 0.5f;
+      const int64_t row = static_cast<int64_t>(y) * width;
+      int32_t longest = 0;
+      for (int x = x_begin; x < x_end; ++x) {
+        t_final[x - x_begin] = T[x - x_begin] = 1.0f - acc[row + x];
+        longest = std::max(longest, lst[row + x]);
+      }
+      std::fill(behind.begin(), behind.end(), 0.0f);
+      for (int64_t k = longest - 1; k >= 0; --k) {
+        const Packed& p = local[k];
+        const float dy = py - p.my;
+        int x0, x1;
+        if (!row_span(p, py, x_begin, x_end, &x0, &x1)) continue;
+        float* gg = grads + p.g * stride;
+        for (int x = x0; x <= x1; ++x) {
+          const int i = x - x_begin;
+          const int64_t pix = row + x;
+          if (k >= lst[pix]) continue;
+          const float dx = x + 0.5f - p.mx;
+          if (std::fabs(dx) > p.r) continue;
+          float power = -0.5f * (p.a * dx * dx + p.c * dy * dy) - p.b * dx * dy;
+          const bool clamped_power = power > 0.0f;
+          if (clamped_power) power = 0.0f;
+          const float gauss = std::exp(power);
+          const float alpha = std::min(kAlphaMax, p.o * gauss);
+          if (alpha < kAlphaMin) continue;
+          T[i] /= (1.0f - alpha);  // transmittance in front of the Gaussian
+          const float* g_pix = gi + pix * channels;
+          const float* col = c + p.g * channels;
+          float* back = behind.data() + i * channels;
+          float d_alpha = ga[pix] * t_final[i] / (1.0f - alpha);
           for (int64_t ch = 0; ch < channels; ++ch) {
-            const float col = c[g * channels + ch];
-            gg[5 + ch] += alpha * T * g_pix[ch];
-            d_alpha += g_pix[ch] * (T * col - behind[ch] / (1.0f - alpha));
-            behind[ch] += alpha * T * col;
+            gg[5 + ch] += alpha * T[i] * g_pix[ch];
+            d_alpha += g_pix[ch] * (T[i] * col[ch] - back[ch] / (1.0f - alpha));
+            back[ch] += alpha * T[i] * col[ch];
           }
-          if (o[g] * gauss > kAlphaMax) continue;  // clamped alpha: no gradient to the opacity or the shape
+          if (p.o * gauss > kAlphaMax) continue;  // clamped alpha: no gradient to the opacity or the shape
           gg[5 + channels] += gauss * d_alpha;
           if (clamped_power) continue;
-          const float d_power = o[g] * gauss * d_alpha;
-          gg[0] += d_power * (q[3 * g] * dx + q[3 * g + 1] * dy);      // d power / d mean_x = a dx + b dy
-          gg[1] += d_power * (q[3 * g + 1] * dx + q[3 * g + 2] * dy);  // d power / d mean_y = b dx + c dy
+          const float d_power = p.o * gauss * d_alpha;
+          gg[0] += d_power * (p.a * dx + p.b * dy);  // d power / d mean_x = a dx + b dy
+          gg[1] += d_power * (p.b * dx + p.c * dy);  // d power / d mean_y = b dx + c dy
           gg[2] += d_power * (-0.5f * dx * dx);
           gg[3] += d_power * (-dx * dy);
           gg[4] += d_power * (-0.5f * dy * dy);
