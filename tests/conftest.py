@@ -39,6 +39,13 @@ def real_file(relative: str) -> Path:
     return path
 
 
+@pytest.fixture
+def landmarker_model() -> Path:
+    """The Face Landmarker bundle: `synctalk evaluate` scores LMD and the blendshape errors with it; skips the test
+    when the shared test data does not have it."""
+    return real_file("models/face_landmarker.task")
+
+
 def build_subject(root: Path, n_frames: int = 12, size: tuple[int, int] = (24, 32), fps: float = 25.0,
                   steps: tuple[str, ...] | None = None, audio: np.ndarray | None = None,
                   frames: np.ndarray | None = None, source: dict | None = None) -> Path:

@@ -41,6 +41,7 @@ def _subject(root):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.usefixtures("landmarker_model")
 def test_train_interrupt_resume_render_evaluate(device, tmp_path, monkeypatch, capsys):
     from synctalk.data.sampler import RaySampler
     from synctalk.eval.evaluate import EvaluateOptions, evaluate

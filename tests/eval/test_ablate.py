@@ -108,6 +108,7 @@ def read_csv(path: Path) -> dict[str, dict]:
 
 
 @pytest.mark.usefixtures("one_torch_thread")
+@pytest.mark.usefixtures("landmarker_model")
 def test_ablate_end_to_end(tmp_path, monkeypatch, capsys):
     subject = build_subject(tmp_path / "s", n_frames=12, size=(24, 24), audio=speech_like(12 / 25))
     folder = write_variants(tmp_path / "variants", {

@@ -10,6 +10,7 @@ import pytest
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+@pytest.mark.usefixtures("landmarker_model")
 def test_evaluate_writes_metrics_with_reasons_for_what_it_skips(trained_workspace, tmp_path):
     from synctalk.eval import metrics as M
     from synctalk.eval.evaluate import EvaluateOptions, evaluate, render_split
@@ -40,6 +41,7 @@ def test_evaluate_writes_metrics_with_reasons_for_what_it_skips(trained_workspac
     assert read_image(tmp_path / "report" / "sheet.png").shape == (2 * 32, 3 * 32, 3)
 
 
+@pytest.mark.usefixtures("landmarker_model")
 def test_silent_control_and_compare(trained_workspace, tmp_path):
     from synctalk.eval.evaluate import EvaluateOptions, compare, evaluate
 
@@ -54,6 +56,7 @@ def test_silent_control_and_compare(trained_workspace, tmp_path):
     assert delta == pytest.approx(b - a, abs=0.02)
 
 
+@pytest.mark.usefixtures("landmarker_model")
 def test_evaluate_cli_and_errors(trained_workspace, tmp_path, capsys):
     from synctalk.cli.main import main
 
@@ -90,6 +93,7 @@ def test_delayed_audio_scores_a_worse_lse_d_on_a_real_clip(tmp_path, monkeypatch
     assert score_clip(judge, clip.delayed(4), max_offset=2).lse_d > score_clip(judge, clip, max_offset=2).lse_d
 
 
+@pytest.mark.usefixtures("landmarker_model")
 def test_portrait_evaluation_compares_paste_back_with_the_plain_render(trained_workspace, tmp_path):
     from synctalk.eval.evaluate import EvaluateOptions, evaluate
 
@@ -100,6 +104,7 @@ def test_portrait_evaluation_compares_paste_back_with_the_plain_render(trained_w
     assert np.isfinite(row["psnr_crop_portrait"]) and np.isfinite(row["psnr_crop_plain"])
 
 
+@pytest.mark.usefixtures("landmarker_model")
 def test_size_renders_and_scores_at_n_and_compare_warns_across_sizes(trained_workspace, tmp_path):
     """--size 16 on the 32 px subject: renders, truth (area-resized), sheet and metrics.json all at 16 px; the
     default report and this one differ in size, which --compare says."""
@@ -142,6 +147,7 @@ def test_a_bad_size_is_refused_before_anything_is_written(trained_workspace, tmp
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.usefixtures("landmarker_model")
 def test_cli_size_is_range_checked_at_parse_time_and_progress_reaches_a_log(trained_workspace, tmp_path, capsys):
     """`synctalk evaluate ... --size N 2> log`: off a terminal the render's progress is plain log lines."""
     from synctalk.cli.main import main
