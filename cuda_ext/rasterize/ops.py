@@ -63,7 +63,7 @@ def rasterize(projected: Projected, colors: Tensor, opacities: Tensor, width: in
         return reference.rasterize(projected, colors, opacities, width, height, background, t_min)
     backend_calls[name] += 1
     p = projected
-    radii = torch.where(p.valid, p.radii, torch.zeros_like(p.radii)).contiguous()
+    radii = torch.where(p.valid[:, None], p.radii, torch.zeros_like(p.radii)).contiguous()
     image, alpha, *_ = _RasterizeCPU.apply(p.means2d.float().contiguous(), p.conics.float().contiguous(),
                                            colors.contiguous(), opacities.float().contiguous(),
                                            p.depths.float().contiguous(), radii, int(width), int(height),

@@ -1,11 +1,11 @@
 // Gaussian splatting tile rasterizer, C++/OpenMP. Spec: cuda_ext/rasterize/reference.py `rasterize` (float32).
 //
-// forward : means2d [N,2], conics [N,3], colors [N,C], opacities [N], depths [N], radii [N] int64 (0: skip),
+// forward : means2d [N,2], conics [N,3], colors [N,C], opacities [N], depths [N], radii [N,2] int64 (0: skip),
 //           width, height, t_min -> image [H,W,C], alpha [H,W], tile_offsets [tiles+1], tile_ids [M], last [H,W]
 // backward: the forward's inputs and outputs, grad_image [H,W,C], grad_alpha [H,W]
 //           -> grad means2d [N,2], conics [N,3], colors [N,C], opacities [N]
 //
-// Binning: each Gaussian goes to the 16x16 tiles its square |d| <= radius touches; each tile's list is sorted by
+// Binning: each Gaussian goes to the 16x16 tiles its box |d_x| <= r_x, |d_y| <= r_y touches; each tile's list is sorted by
 // (depth, index), the reference's stable depth order restricted to the tile. OpenMP over tiles; within a tile, row
 // by row, each Gaussian visits only the pixels of the row its ellipse reaches with alpha >= 1/255 (a quadratic in
 // dx), and each pixel stops where its transmittance would fall below t_min (its count is kept for the backward
@@ -36,13 +36,13 @@ struct Bins {
   std::vector<int64_t> ids;      // Gaussians per tile, depth order
 };
 
-// The tile range [x0, x1) x [y0, y1) that the square of Gaussian g touches; empty when it is off screen.
-inline bool tile_range(const float* m, int64_t r, int width, int height, int tiles_x, int tiles_y, int* x0, int* x1,
-                       int* y0, int* y1) {
-  if (r <= 0) return false;
+// The tile range [x0, x1) x [y0, y1) that the box of Gaussian g touches; empty when it is off screen.
+inline bool tile_range(const float* m, const int64_t* r, int width, int height, int tiles_x, int tiles_y, int* x0,
+                       int* x1, int* y0, int* y1) {
+  if (r[0] <= 0 || r[1] <= 0) return false;
   // pixel centres c = i + 0.5 with |c - m| <= r
-  const double lo_x = std::ceil(m[0] - r - 0.5), hi_x = std::floor(m[0] + r - 0.5);
-  const double lo_y = std::ceil(m[1] - r - 0.5), hi_y = std::floor(m[1] + r - 0.5);
+  const double lo_x = std::ceil(m[0] - r[0] - 0.5), hi_x = std::floor(m[0] + r[0] - 0.5);
+  const double lo_y = std::ceil(m[1] - r[1] - 0.5), hi_y = std::floor(m[1] + r[1] - 0.5);
   if (hi_x < 0 || hi_y < 0 || lo_x > width - 1 || lo_y > height - 1 || lo_x > hi_x || lo_y > hi_y) return false;
   *x0 = static_cast<int>(std::max(lo_x, 0.0)) / kTile;
   *x1 = static_cast<int>(std::min(hi_x, width - 1.0)) / kTile + 1;
@@ -59,7 +59,7 @@ Bins bin(const float* means2d, const float* depths, const int64_t* radii, int64_
   std::vector<int64_t> counts(tiles, 0);
   int x0, x1, y0, y1;
   for (int64_t g = 0; g < n; ++g) {
-    if (!tile_range(means2d + 2 * g, radii[g], width, height, b.tiles_x, b.tiles_y, &x0, &x1, &y0, &y1)) continue;
+    if (!tile_range(means2d + 2 * g, radii + 2 * g, width, height, b.tiles_x, b.tiles_y, &x0, &x1, &y0, &y1)) continue;
     for (int ty = y0; ty < y1; ++ty)
       for (int tx = x0; tx < x1; ++tx) ++counts[static_cast<int64_t>(ty) * b.tiles_x + tx];
   }
@@ -68,7 +68,7 @@ Bins bin(const float* means2d, const float* depths, const int64_t* radii, int64_
   b.ids.resize(b.offsets[tiles]);
   std::vector<int64_t> fill(b.offsets.begin(), b.offsets.end() - 1);
   for (int64_t g = 0; g < n; ++g) {  // in index order: a stable sort by depth keeps the reference's tie order
-    if (!tile_range(means2d + 2 * g, radii[g], width, height, b.tiles_x, b.tiles_y, &x0, &x1, &y0, &y1)) continue;
+    if (!tile_range(means2d + 2 * g, radii + 2 * g, width, height, b.tiles_x, b.tiles_y, &x0, &x1, &y0, &y1)) continue;
     for (int ty = y0; ty < y1; ++ty)
       for (int tx = x0; tx < x1; ++tx) b.ids[fill[static_cast<int64_t>(ty) * b.tiles_x + tx]++] = g;
   }
@@ -81,7 +81,7 @@ Bins bin(const float* means2d, const float* depths, const int64_t* radii, int64_
 }
 
 struct Packed {
-  float mx, my, a, b, c, o, r, skip_below;
+  float mx, my, a, b, c, o, rx, ry, skip_below;
   int64_t g;
 };
 
@@ -89,18 +89,19 @@ inline Packed pack(const float* m, const float* q, const float* o, const int64_t
   // alpha = o exp(power) < 1/255 exactly when power < -log(255 o); a margin of 1e-3 leaves the decision at the
   // boundary to the exact test, as the reference makes it
   const float skip = -std::log(255.0f * std::max(o[g], 1e-30f)) - 1e-3f;
-  return {m[2 * g], m[2 * g + 1], q[3 * g], q[3 * g + 1], q[3 * g + 2], o[g], static_cast<float>(r[g]), skip, g};
+  return {m[2 * g], m[2 * g + 1], q[3 * g], q[3 * g + 1], q[3 * g + 2], o[g], static_cast<float>(r[2 * g]),
+          static_cast<float>(r[2 * g + 1]), skip, g};
 }
 
 // The pixels [x0, x1] of a row (pixel centres y + 0.5 = py) inside [x_begin, x_end) where Gaussian p can reach
-// alpha >= 1/255 within its square: power(dx) >= skip_below <=> a dx² + 2 b dy dx + c dy² + 2 skip_below <= 0.
+// alpha >= 1/255 within its box: power(dx) >= skip_below <=> a dx² + 2 b dy dx + c dy² + 2 skip_below <= 0.
 inline bool row_span(const Packed& p, float py, int x_begin, int x_end, int* x0, int* x1) {
   const float dy = py - p.my;
-  if (std::fabs(dy) > p.r) return false;
+  if (std::fabs(dy) > p.ry) return false;
   const float disc = p.b * p.b * dy * dy - p.a * (p.c * dy * dy + 2.0f * p.skip_below);
   if (disc < 0.0f) return false;
   const float half = std::sqrt(disc) / p.a, centre = p.mx - p.b * dy / p.a;
-  const float lo = std::max(centre - half, p.mx - p.r) - 0.5f, hi = std::min(centre + half, p.mx + p.r) - 0.5f;
+  const float lo = std::max(centre - half, p.mx - p.rx) - 0.5f, hi = std::min(centre + half, p.mx + p.rx) - 0.5f;
   *x0 = std::max(x_begin, static_cast<int>(std::floor(lo)));
   *x1 = std::min(x_end - 1, static_cast<int>(std::ceil(hi)));
   return *x0 <= *x1;
@@ -122,7 +123,7 @@ void check_inputs(const torch::Tensor& means2d, const torch::Tensor& conics, con
   check(colors, "colors", n, colors.size(1), torch::kFloat32);
   check(opacities, "opacities", n, -1, torch::kFloat32);
   check(depths, "depths", n, -1, torch::kFloat32);
-  check(radii, "radii", n, -1, torch::kInt64);
+  check(radii, "radii", n, 2, torch::kInt64);
 }
 
 std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& means2d, const torch::Tensor& conics,
@@ -175,7 +176,7 @@ std::vector<torch::Tensor> rasterize_forward(const torch::Tensor& means2d, const
           const int i = x - x_begin;
           if (stopped[i]) continue;
           const float dx = x + 0.5f - p.mx;
-          if (std::fabs(dx) > p.r) continue;
+          if (std::fabs(dx) > p.rx) continue;
           const float power = -0.5f * (p.a * dx * dx + p.c * dy * dy) - p.b * dx * dy;
           const float alpha = std::min(kAlphaMax, p.o * std::exp(std::min(power, 0.0f)));
           if (alpha < kAlphaMin) continue;
@@ -269,7 +270,7 @@ std::vector<torch::Tensor> rasterize_backward(const torch::Tensor& means2d, cons
           const int64_t pix = row + x;
           if (k >= lst[pix]) continue;
           const float dx = x + 0.5f - p.mx;
-          if (std::fabs(dx) > p.r) continue;
+          if (std::fabs(dx) > p.rx) continue;
           float power = -0.5f * (p.a * dx * dx + p.c * dy * dy) - p.b * dx * dy;
           const bool clamped_power = power > 0.0f;
           if (clamped_power) power = 0.0f;

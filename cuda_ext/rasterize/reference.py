@@ -12,12 +12,14 @@ Projection (EWA splatting, Zwicker et al. 2002; as in 3DGS, Kerbl et al. 2023):
                                                      Gaussians far off screen keep a bounded footprint)
     Σ' = J R Σ Rᵀ Jᵀ + ε I                           screen covariance, ε = 0.3 px² low-pass (a Gaussian covers at
                                                      least about one pixel; degenerate covariances stay invertible)
-    conic = Σ'⁻¹ as (a, b, c) = [[a, b], [b, c]]     radius = ceil(3 sqrt(λ_max(Σ')))
+    conic = Σ'⁻¹ as (a, b, c) = [[a, b], [b, c]]     radii = ceil(3.33 sqrt(Σ'_xx)), ceil(3.33 sqrt(Σ'_yy)): the
+                                                     box of the ellipse where α can reach 1/255 (as gsplat's)
 
 A Gaussian is kept when near < z < far. Compositing, front to back in depth order, per pixel p:
 
     α_i = min(α_max, o_i exp(-½ dᵀ conic_i d)),  d = p - μ'_i;  α_i < 1/255 counts as 0, and so does a pixel
-          centre outside the Gaussian's square |d_x|, |d_y| <= radius (the tiles it is binned to cover that square)
+          centre outside the Gaussian's box |d_x| <= r_x, |d_y| <= r_y (the tiles it is binned to cover that box;
+          outside it α < 1/255 anyway: o exp(-½ 3.33²) < 1/255 for o <= 1, so the result is that of no cut)
     T_i = ∏_{j<i} (1 - α_j);  C = Σ_i α_i T_i c_i + T_N · background
     a Gaussian after which T would drop below t_min = 1e-4 is not composited, nor any behind it (the
     rasterizers stop there)
@@ -36,6 +38,7 @@ ALPHA_MIN = 1.0 / 255.0   # smaller alphas are skipped
 ALPHA_MAX = 0.99          # a single Gaussian never makes a pixel fully opaque (keeps 1 - α invertible)
 T_MIN = 1e-4              # transmittance at which compositing stops
 EPS_2D = 0.3              # screen-space dilation (px²)
+EXTENT_SIGMAS = 3.33      # a Gaussian's box: where alpha can still reach 1/255 (sqrt(2 ln 255) = 3.329 sigmas)
 FOV_MARGIN = 0.3          # off-screen centres: the Jacobian's t_x / z, t_y / z stop this far (in half fields of
                           # view) beyond the image edges
 
@@ -47,7 +50,7 @@ class Projected:
     means2d: Tensor   # [N, 2] pixel coordinates of the centres
     conics: Tensor    # [N, 3] (a, b, c) of the inverse screen covariance
     depths: Tensor    # [N] camera-space z
-    radii: Tensor     # [N] int64, 3-sigma extent in pixels (0: invalid)
+    radii: Tensor     # [N, 2] int64, extent in pixels along x and y (0: invalid)
     valid: Tensor     # [N] bool
 
 
@@ -91,11 +94,10 @@ def project(means: Tensor, covars: Tensor, viewmat: Tensor, K: Tensor, width: in
     valid = valid & (det > 0)
     det_safe = torch.where(valid, det, torch.ones_like(det))
     conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], -1)
-    mid = 0.5 * (a + c)
-    lambda_max = mid + torch.sqrt((mid * mid - det).clamp(min=0))
-    radii = torch.ceil(3 * torch.sqrt(lambda_max)).long()
+    # the x and y extent of the ellipse d' conic d <= 2 ln 255 (3.33² > 2 ln 255 = 3.329²): alpha < 1/255 outside
+    radii = torch.ceil(EXTENT_SIGMAS * torch.sqrt(torch.stack([a, c], -1))).long()
     keep = valid[:, None].to(means.dtype)
-    return Projected(means2d * keep, conics * keep, z * valid, torch.where(valid, radii, 0), valid)
+    return Projected(means2d * keep, conics * keep, z * valid, torch.where(valid[:, None], radii, 0), valid)
 
 
 def rasterize(projected: Projected, colors: Tensor, opacities: Tensor, width: int, height: int,
@@ -113,8 +115,8 @@ def rasterize(projected: Projected, colors: Tensor, opacities: Tensor, width: in
     a, b, c = (conics[:, k, None, None] for k in range(3))
     power = -0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy
     alpha = (opacities[order, None, None] * torch.exp(power.clamp(max=0))).clamp(max=ALPHA_MAX)
-    radius = p.radii[order, None, None].to(alpha.dtype)
-    inside = (dx.abs() <= radius) & (dy.abs() <= radius)
+    radius = p.radii[order, :, None, None].to(alpha.dtype)
+    inside = (dx.abs() <= radius[:, 0]) & (dy.abs() <= radius[:, 1])
     alpha = torch.where((alpha < ALPHA_MIN) | ~inside, torch.zeros_like(alpha), alpha)
     after = torch.cumprod(1 - alpha, 0)                            # T after each Gaussian
     before = torch.cat([torch.ones_like(after[:1]), after[:-1]])

@@ -43,7 +43,7 @@ def loop_rasterize(means2d, conics, depths, valid, radii, colors, opacities, wid
             T, rgb = 1.0, torch.zeros(colors.shape[1], dtype=torch.float64)
             for _, i in order:
                 dx, dy = px - float(means2d[i, 0]), py - float(means2d[i, 1])
-                if abs(dx) > radii[i] or abs(dy) > radii[i]:
+                if abs(dx) > radii[i][0] or abs(dy) > radii[i][1]:
                     continue
                 a, b, c = (float(v) for v in conics[i])
                 power = -0.5 * (a * dx * dx + c * dy * dy) - b * dx * dy
@@ -95,7 +95,7 @@ def test_the_projection_is_the_pinhole_map_and_its_jacobian():
         cov2d = J @ W @ covars[i] @ W.T @ J.T + ref.EPS_2D * torch.eye(2, dtype=torch.float64)
         conic = torch.linalg.inv(cov2d)
         torch.testing.assert_close(p.conics[i], torch.stack([conic[0, 0], conic[0, 1], conic[1, 1]]))
-        assert p.radii[i] == math.ceil(3 * math.sqrt(torch.linalg.eigvalsh(cov2d).max()))
+        assert p.radii[i].tolist() == [math.ceil(3.33 * math.sqrt(cov2d[k, k])) for k in (0, 1)]
     # covariance() is R S Sᵀ Rᵀ with R a rotation
     R = ref.quat_to_rotmat(quats)
     torch.testing.assert_close(R @ R.transpose(-1, -2), torch.eye(3, dtype=torch.float64).expand(6, 3, 3))
@@ -123,7 +123,7 @@ def test_gaussians_behind_the_camera_or_past_far_are_dropped():
     all_scales = torch.cat([scales, scales[:2]])
     image, alpha, p = ref.render(all_means, all_quats, all_scales, torch.cat([opacities, opacities[:2]]),
                                  torch.cat([colors, colors[:2]]), viewmat, K, 10, 8)
-    assert p.valid.tolist() == [True] * 5 + [False] * 2 and p.radii[5:].tolist() == [0, 0]
+    assert p.valid.tolist() == [True] * 5 + [False] * 2 and p.radii[5:].tolist() == [[0, 0]] * 2
     want, _, _ = ref.render(means, quats, scales, opacities, colors, viewmat, K, 10, 8)
     torch.testing.assert_close(image, want, rtol=0, atol=0)
     far_image, _, far = ref.render(means, quats, scales, opacities, colors, viewmat, K, 10, 8, far=4.0)
@@ -142,7 +142,7 @@ def test_degenerate_huge_and_off_screen_gaussians_stay_finite():
     assert torch.isfinite(p.conics).all() and p.valid.all()
     # a point (zero covariance) is the 0.3 px² low-pass filter: about one pixel
     torch.testing.assert_close(p.conics[0], torch.tensor([1 / 0.3, 0, 1 / 0.3], dtype=torch.float64))
-    assert p.radii[0] == math.ceil(3 * math.sqrt(0.3))
+    assert p.radii[0].tolist() == [math.ceil(3.33 * math.sqrt(0.3))] * 2
     image, alpha = ref.rasterize(p, colors, opacities, 10, 8)
     assert torch.isfinite(image).all()
     # the off-screen one (50 units to the side) adds nothing; the huge one covers every pixel evenly
@@ -190,3 +190,17 @@ def test_an_empty_scene_is_the_background():
                                  torch.full((1, 3), 0.2, dtype=torch.float64), torch.ones(1, dtype=torch.float64),
                                  torch.ones(1, 3, dtype=torch.float64), viewmat, K, 10, 8, background)
     assert (alpha == 0).all() and (image == background).all()
+
+
+def test_the_box_cut_removes_only_alphas_under_the_threshold():
+    """Outside a Gaussian's box its alpha is under 1/255 (o <= 1): cutting there gives the image of no cut, so the
+    result does not depend on tiles (and matches rasterizers that only bin by the box)."""
+    viewmat, K = camera(24, 20)
+    means, quats, scales, _, colors = random_scene(20, seed=7, spread=0.6)
+    opacities = torch.ones(20, dtype=torch.float64)      # the worst case: o = 1
+    p = ref.project(means, ref.covariance(quats, scales), viewmat, K, 24, 20)
+    cut, cut_alpha = ref.rasterize(p, colors, opacities, 24, 20)
+    huge = ref.Projected(p.means2d, p.conics, p.depths, torch.where(p.valid[:, None], 10**6, 0).expand(-1, 2), p.valid)
+    uncut, uncut_alpha = ref.rasterize(huge, colors, opacities, 24, 20)
+    torch.testing.assert_close(cut, uncut, rtol=0, atol=0)
+    torch.testing.assert_close(cut_alpha, uncut_alpha, rtol=0, atol=0)
