@@ -876,6 +876,7 @@ def find_clip(data: Path | None, clip: str) -> Path | None:
 
 
 def git_commit() -> str:
+    # as the benchmarks' own helper, written out here: this script runs before any environment (torch) exists
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                                 timeout=10).stdout.strip()

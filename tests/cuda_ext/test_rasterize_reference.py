@@ -204,3 +204,25 @@ def test_the_box_cut_removes_only_alphas_under_the_threshold():
     uncut, uncut_alpha = ref.rasterize(huge, colors, opacities, 24, 20)
     torch.testing.assert_close(cut, uncut, rtol=0, atol=0)
     torch.testing.assert_close(cut_alpha, uncut_alpha, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_ops_rasterize_on_any_device_renders_the_reference(device):
+    """`ops.rasterize` with backend auto: the C++ tiles on CPU, and on CUDA (no CUDA kernel of ours yet; gsplat is
+    to come) the reference, with the slow-path warning; both give the reference's image and gradients."""
+    from cuda_ext.rasterize import ops
+
+    viewmat, K = camera(20, 16, dtype=torch.float32, device=device)
+    means, quats, scales, opacities, colors = random_scene(12, seed=8, dtype=torch.float32, device=device)
+    background = torch.tensor([0.2, 0.4, 0.6], device=device)
+    results = []
+    for rasterize in (ops.rasterize, ref.rasterize):
+        params = [t.clone().requires_grad_(True) for t in (means, opacities, colors)]
+        p = ref.project(params[0], ref.covariance(quats, scales), viewmat, K, 20, 16)
+        image, alpha = rasterize(p, params[2], params[1], 20, 16, background)
+        (image.sum() + alpha.sum()).backward()
+        results.append([image.detach(), alpha.detach()] + [t.grad for t in params])
+    assert results[0][0].device.type == device and results[0][1].max() > 0.3
+    for got, want in zip(*results, strict=True):
+        scale = want.abs().max().clamp(min=1e-2)
+        torch.testing.assert_close(got / scale, want / scale, rtol=0, atol=2e-5)
