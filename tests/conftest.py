@@ -155,9 +155,9 @@ def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
     return envelope * buzz
 
 
-def tiny_train_config(**overrides):
-    """A training config that runs every stage in seconds on tiny subjects."""
-    from synctalk.config import ModelConfig, NerfHeadConfig, SyncTalkConfig, TrainConfig
+def tiny_train_config(head: str = "nerf", **overrides):
+    """A training config that runs every stage in seconds on tiny subjects (``head``: nerf or gaussian)."""
+    from synctalk.config import GaussianHeadConfig, ModelConfig, NerfHeadConfig, SyncTalkConfig, TrainConfig
 
     train = dict(head_steps=4, lips_steps=2, torso_steps=2, portrait_steps=2, portrait_frames=2, portrait_patch=16,
                  mouth_generator_steps=2, mouth_generator_width=8, mouth_generator_size=16,
@@ -165,7 +165,10 @@ def tiny_train_config(**overrides):
                  keep_last=2)
     train.update(overrides)
     nerf = NerfHeadConfig(grid_resolution=16, levels=2, base=8, finest=32, hidden=16, max_steps=32)
-    return SyncTalkConfig(device="cpu", model=ModelConfig(nerf=nerf), train=TrainConfig(**train))
+    gaussian = GaussianHeadConfig(count=96, mouth_count=8, levels=2, base=8, finest=32, table_log2=10, hidden=16,
+                                  relocate_every=1)
+    return SyncTalkConfig(device="cpu", model=ModelConfig(head=head, nerf=nerf, gaussian=gaussian),
+                          train=TrainConfig(**train))
 
 
 @pytest.fixture(scope="session")

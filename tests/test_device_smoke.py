@@ -40,9 +40,10 @@ def _subject(root):
     return subject
 
 
+@pytest.mark.parametrize("head", ["nerf", "gaussian"])
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.usefixtures("landmarker_model")
-def test_train_interrupt_resume_render_evaluate(device, tmp_path, monkeypatch, capsys):
+def test_train_interrupt_resume_render_evaluate(device, head, tmp_path, monkeypatch, capsys):
     from synctalk.data.sampler import RaySampler
     from synctalk.eval.evaluate import EvaluateOptions, evaluate
     from synctalk.inference.video import RenderOptions, render_video
@@ -52,8 +53,8 @@ def test_train_interrupt_resume_render_evaluate(device, tmp_path, monkeypatch, c
 
     configure_precision(device, tf32=True)  # what every command does first
     subject, workspace = _subject(tmp_path), tmp_path / "ws"
-    cfg = tiny_train_config(head_steps=2, lips_steps=2, torso_steps=2, mouth_generator_steps=2, portrait_steps=2,
-                            checkpoint_every=1, eval_every=2)
+    cfg = tiny_train_config(head, head_steps=2, lips_steps=2, torso_steps=2, mouth_generator_steps=2,
+                            portrait_steps=2, checkpoint_every=1, eval_every=2)
     sample = RaySampler.sample
     monkeypatch.setattr(RaySampler, "sample", interrupt_on_call(sample, call=2))   # Ctrl-C at head step 2
     with pytest.raises(KeyboardInterrupt):

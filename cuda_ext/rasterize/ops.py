@@ -14,6 +14,7 @@ The projection stays in PyTorch (a few operations per Gaussian).
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 import torch
@@ -71,3 +72,51 @@ def rasterize(projected: Projected, colors: Tensor, opacities: Tensor, width: in
     if background is not None:
         image = image + (1 - alpha)[..., None] * background
     return image, alpha
+
+
+def _gsplat():
+    try:
+        import gsplat
+    except ImportError:
+        return None
+    return gsplat
+
+
+def splat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor, viewmat: Tensor,
+          K: Tensor, width: int, height: int, *, crop: tuple[int, int, int, int] | None = None,
+          backend: str = "auto") -> tuple[Tensor, Tensor, Tensor | None]:
+    """Project and rasterize 3-D Gaussians: (colour [H, W, C], alpha [H, W], the projected centres [N, 2] or None).
+
+    Args:
+        means [N, 3], quats [N, 4] (w, x, y, z, any norm), scales [N, 3] (standard deviations), opacities [N],
+        colors [N, C]; viewmat [4, 4] world → camera (OpenCV axes); K [3, 3] at this resolution.
+        backend: auto (CUDA tensors: ``gsplat.rasterization`` when gsplat is installed; else the projection of
+            reference.py and :func:`rasterize`), gsplat, or any :func:`rasterize` backend.
+        crop: (x0, y0, w, h) renders only that window of the ``width`` x ``height`` image, with exactly the
+            image's pixel values: the projection (whose off-screen Jacobian clamp depends on the viewport) is the
+            whole image's. gsplat projects for the window itself (its clamp then follows the window).
+
+    The projected centres (None from gsplat, whose own are internal) carry the screen-space gradient that
+    densification statistics read (``means2d.retain_grad()`` before backward).
+    """
+    use_gsplat = backend == "gsplat" or (backend == "auto" and means.is_cuda and _gsplat() is not None)
+    if use_gsplat:
+        gsplat = _gsplat()
+        if gsplat is None:
+            raise RuntimeError("backend='gsplat' needs the gsplat package (pip install -e '.[gpu]')")
+        backend_calls["gsplat"] += 1
+        if crop is not None:
+            K = K.clone()
+            K[0, 2] -= crop[0]
+            K[1, 2] -= crop[1]
+            width, height = crop[2], crop[3]
+        image, alpha, _ = gsplat.rasterization(means, quats, scales, opacities, colors, viewmat[None], K[None],
+                                               int(width), int(height), eps2d=reference.EPS_2D, packed=False)
+        return image[0], alpha[0, ..., 0], None
+    projected = reference.project(means, reference.covariance(quats, scales), viewmat, K, width, height)
+    if crop is not None:
+        shift = torch.tensor(crop[:2], dtype=projected.means2d.dtype, device=means.device)
+        projected = dataclasses.replace(projected, means2d=projected.means2d - shift)
+        width, height = crop[2], crop[3]
+    image, alpha = rasterize(projected, colors, opacities, width, height, backend=backend)
+    return image, alpha, projected.means2d

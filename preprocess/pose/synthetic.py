@@ -26,7 +26,7 @@ def synthetic_clip(task_path=None, n: int = 150, focal: float = 1100.0, size: in
     Gaussian landmark noise of `noise_px` and a fraction `outliers` of landmarks moved by up to 25 px."""
     from scipy.spatial.transform import Rotation
 
-    from preprocess.pose.canonical import load_canonical_face
+    from synctalk.face.canonical import load_canonical_face
 
     rng = np.random.default_rng(seed)
     face = load_canonical_face(task_path)

@@ -183,12 +183,39 @@ class NerfHeadConfig:
 
 
 @dataclass
+class GaussianHeadConfig:
+    """`model.head: gaussian`: audio-driven 3-D Gaussians, splatted (synctalk.models.gaussian.GaussianHead)."""
+
+    count: int = knob(60000, "Gaussians of the head (fixed: the cap; transparent ones are relocated, not "
+                             "added).")
+    mouth_count: int = knob(3000, "Gaussians inside the mouth (teeth, tongue), composited behind the face.")
+    sh_degree: int = knob(1, "Spherical-harmonics degree of the colours (0: view-independent).")
+    levels: int = knob(12, "Tri-plane hash levels of the deformation features.")
+    base: int = knob(64, "Coarsest tri-plane resolution.")
+    finest: int = knob(512, "Finest tri-plane resolution.")
+    table_log2: int = knob(14, "Tri-plane hash table rows per level (log2).")
+    hidden: int = knob(64, "Hidden width of the deformation network.")
+    init_opacity: float = knob(0.1, "Opacity of the seeded Gaussians.")
+    min_opacity: float = knob(0.005, "Gaussians below this opacity are relocated onto visible ones.")
+    relocate_every: int = knob(100, "Steps between relocations (0: never).")
+    relocate_until: int = knob(12000, "Last step with relocation (later steps settle what is there).")
+    lr_means: float = knob(1.6e-4, "Learning rate of the centres, per unit of the head box's half diagonal.")
+    lr_scales: float = knob(5e-3, "Learning rate of the log-scales.")
+    lr_quats: float = knob(1e-3, "Learning rate of the rotations.")
+    lr_opacity: float = knob(5e-2, "Learning rate of the opacity logits.")
+    lr_sh: float = knob(2.5e-3, "Learning rate of the colour coefficients.")
+    ssim_weight: float = knob(0.2, "Weight of 1 - SSIM on whole training frames (the 3DGS photometric loss).")
+
+
+@dataclass
 class ModelConfig:
-    head: Literal["nerf"] = knob("nerf", "Head representation (synctalk.models.registry.HEADS); its settings are "
+    head: Literal["nerf", "gaussian"] = knob("nerf", "Head representation (synctalk.models.registry.HEADS); its settings are "
                                  "the section of the same name.")
     head_box_margin: float = knob(0.1, "Growth per side of the head's box measured from the subject (fraction of "
                                   "its size): the volume a head may fill.")
     nerf: NerfHeadConfig = section(NerfHeadConfig, "The NeRF head (tri-plane hash field + occupancy grid).")
+    gaussian: GaussianHeadConfig = section(GaussianHeadConfig, "The Gaussian head (3-D Gaussians + deformation "
+                                           "network, splatted).")
 
 
 @dataclass

@@ -32,7 +32,7 @@ from synctalk.data.subject import PREPROCESS_HINT, SubjectDataset
 from synctalk.errors import DatasetError
 
 __all__ = ["HEAD_BREADTH", "HEAD_LENGTH", "NOSE_TIP_Z", "RIM_Z", "box_clearance", "box_silhouette", "drop_specks",
-           "head_box", "head_mask", "sample_frames"]
+           "head_box", "head_mask", "project_points", "sample_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _require_pose(ds: SubjectDataset) -> None:
             raise DatasetError(f"{ds.root}: the head box needs step '{step}' (not done); {PREPROCESS_HINT}")
 
 
-def _project(points: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def project_points(points: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """World points [M, 3] → image coordinates u [M], v [M] (continuous, origin at the top-left corner) and camera
     depth z [M] (OpenCV axes, z forward)."""
     rotation, centre = c2w[:3, :3], c2w[:3, 3]
@@ -189,7 +189,7 @@ def head_box(ds: SubjectDataset, frames: Sequence[int] | None = None, margin: fl
     misses = np.zeros(len(points), np.int32)
     allowed = int(np.floor((1.0 - min_fraction) * len(masks) + 1e-9))
     for mask, c2w in zip(masks, cams, strict=True):
-        u, v, z = _project(points, c2w, K)
+        u, v, z = project_points(points, c2w, K)
         col = np.floor(u).astype(np.int64) + pad
         row = np.floor(v).astype(np.int64) + pad
         inside = (z > 1e-6) & (col >= 0) & (col < mask.shape[1]) & (row >= 0) & (row < mask.shape[0])

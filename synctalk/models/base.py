@@ -10,7 +10,8 @@ registered by name in :mod:`synctalk.models.registry` (``model.head: nerf``) wit
     image = head.render_image(c2w, K, width, height, code, expression, appearance_frame=frame)
     losses = head.losses(out, target, regions, step)                  # dict of weighted terms
     optimizer = AdamW(head.param_groups(lr_grid, lr_mlp))
-    head.before_step(step, conditions); ...; head.after_step(step, conditions)   # grid updates, densification
+    head.prepare(ds)                                                  # once, on a new workspace
+    head.before_step(step, conditions); ...; head.after_step(step, conditions, optimizer)   # grid, relocation
     head.state_dict() / head.load_state_dict(...)
 
 Shapes: ``R`` rays / pixels, ``A`` audio code size, ``E`` expression size, ``K`` conditionings.
@@ -50,6 +51,7 @@ class PixelRegions:
 
     head: Tensor
     lower_face: Tensor
+    image_size: tuple[int, int] | None = None   # (H, W) when the pixels are whole images, row-major, one after another
 
 
 class HeadRepresentation(nn.Module, ABC):
@@ -57,6 +59,9 @@ class HeadRepresentation(nn.Module, ABC):
 
     name: ClassVar[str] = ""
     """Registry name, the value of ``model.head``."""
+    supervision: ClassVar[str] = "rays"
+    """What a training step shows the head: "rays" (random pixels of a few frames) or "images" (whole frames,
+    for representations that draw whole images at once)."""
 
     @classmethod
     @abstractmethod
@@ -121,8 +126,13 @@ class HeadRepresentation(nn.Module, ABC):
     def param_groups(self, lr_grid: float, lr_mlp: float) -> list[dict]:
         """Optimiser parameter groups, each with a ``name`` (logged) and its learning rate."""
 
+    def prepare(self, ds) -> None:  # noqa: B027 (optional hook)
+        """Called once on a new workspace before training, with the subject (a SubjectDataset): e.g. place
+        Gaussians on the subject's head."""
+
     def before_step(self, step: int, conditions: Conditions) -> None:  # noqa: B027 (optional hook)
         """Called before each optimiser step of a stage that trains the head."""
 
-    def after_step(self, step: int, conditions: Conditions) -> None:  # noqa: B027 (optional hook)
-        """Called after each optimiser step (``step`` counts finished steps): occupancy updates, densification."""
+    def after_step(self, step: int, conditions: Conditions, optimizer=None) -> None:  # noqa: B027 (optional hook)
+        """Called after each optimiser step (``step`` counts finished steps) with the stage's optimiser: occupancy
+        updates, densification or relocation (which reset the moved rows' optimiser state)."""

@@ -365,7 +365,7 @@ class HeadModel(HeadRepresentation):
         return self.get_losses(outputs, target, lower_face=regions.lower_face, step=step, weights=weights,
                                head_mask=regions.head)
 
-    def after_step(self, step: int, conditions: Conditions) -> None:
+    def after_step(self, step: int, conditions: Conditions, optimizer=None) -> None:
         """Every ``grid_update_every`` steps: the occupancy grid over 8 training frames' conditionings."""
         if step % self.config.grid_update_every == 0:
             codes, expressions = conditions(8, step)

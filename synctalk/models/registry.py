@@ -17,6 +17,7 @@ __all__ = ["EXPRESSION_PRESETS", "HEADS", "build_head", "build_models", "express
 
 HEADS: dict[str, str] = {
     "nerf": "synctalk.models.head:HeadModel",
+    "gaussian": "synctalk.models.gaussian:GaussianHead",
 }
 """``model.head`` value → "module:class" (imported on use, so listing heads costs nothing)."""
 

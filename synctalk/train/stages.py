@@ -41,6 +41,7 @@ class PixelStage:
 
     def __init__(self, ctx: StageContext):
         self.ctx, self.tcfg = ctx, ctx.tcfg
+        self.optim = None  # set by run_pixel_stage (the head's step hooks may reset rows of its state)
 
     @property
     def steps(self) -> int:
@@ -50,10 +51,19 @@ class PixelStage:
     def module(self) -> torch.nn.Module:
         return self.ctx.head
 
+    @property
+    def whole_images(self) -> bool:
+        """The head stage of a head that learns from whole frames (Gaussians): each batch is the frames' every
+        pixel (a patch the size of the frame)."""
+        return self.name == "head" and getattr(self.ctx.head, "supervision", "rays") == "images"
+
     def sampler(self) -> RaySampler:
         tcfg, ctx = self.tcfg, self.ctx
+        patch = tcfg.patch if self.name == "lips" else 0
+        if self.whole_images:
+            patch = max(ctx.ds.width, ctx.ds.height)
         return RaySampler(ctx.ds, ctx.data.train, tcfg.rays, seed=ctx.cfg.seed, head_fraction=tcfg.head_fraction,
-                          behind=self.behind, patch=tcfg.patch if self.name == "lips" else 0, focus=self.focus,
+                          behind=self.behind, patch=patch, focus=self.focus,
                           box_fraction=tcfg.box_fraction,
                           mouth_fraction=tcfg.mouth_fraction if self.name == "head" else 0.0,
                           frames_per_batch=tcfg.frames_per_batch, device=ctx.device,
@@ -108,7 +118,9 @@ class PixelStage:
         weights = HeadLossWeights(uncertainty_start=uncertainty_start, mask=tcfg.mask_weight,
                                   entropy=tcfg.entropy_weight, audio_attention=tcfg.attention_weight,
                                   expression_attention=tcfg.attention_weight)
-        regions = PixelRegions(head=batch.head, lower_face=batch.lower_face)
+        whole = batch.patch and batch.patch >= max(ctx.ds.width, ctx.ds.height)
+        regions = PixelRegions(head=batch.head, lower_face=batch.lower_face,
+                               image_size=(ctx.ds.height, ctx.ds.width) if whole else None)
         losses = ctx.head.losses(out, target, regions, step, weights)
         if getattr(ctx.head, "mouth_head", None) is not None:
             losses["mouth"] = tcfg.mouth_weight * self.mouth_loss(out["frames"], out["audio_codes"])
@@ -146,7 +158,7 @@ class HeadStage(PixelStage):
         return codes, data.expressions[frames]
 
     def after_step(self, step: int) -> None:
-        self.ctx.head.after_step(step, self.conditions)
+        self.ctx.head.after_step(step, self.conditions, self.optim)
 
     def losses(self, batch, step: int) -> dict[str, torch.Tensor]:
         start = (int(self.tcfg.uncertainty_start * self.tcfg.head_steps) if self.tcfg.uncertainty_start < 1
@@ -242,6 +254,7 @@ def run_pixel_stage(ctx: StageContext, name: str, budget_s: float) -> None:
     module = stage.module
     module.train()
     optimizer, scheduler = stage.optimizer()
+    stage.optim = optimizer
     sampler = stage.sampler()
     resumable = CheckpointManager(ctx.workspace / "checkpoints" / name).load_latest() is not None
     warm_up = 0.0 if resumable else stage.start()  # before the EMA copies the weights

@@ -114,6 +114,8 @@ class Trainer:
             "stages": {}})
         spec = subject_spec(cfg, feature_shape, len(self.ds), box=self._head_box())
         self.head, self.torso = build_models(cfg, spec, self.device)
+        if not any((self.workspace / "checkpoints" / "head").glob("*.pt")):
+            self.head.prepare(self.ds)  # a head stage that has not saved yet starts from the subject again
         self.data = load_subject(self.ds, self.device, self.head.expression_names, tcfg.poses, features)
         self.writer = SummaryWriter(str(self.workspace / "tb"))
         self.context = StageContext(self.workspace, cfg, self.device, self.ds, self.data, self.head, self.torso,

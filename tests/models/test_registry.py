@@ -22,8 +22,21 @@ def test_every_registered_head_implements_the_interface():
         cls = head_class(name)
         assert issubclass(cls, HeadRepresentation) and cls.name == name
         assert hasattr(ModelConfig(), name), f"model.{name} config section missing"
-    with pytest.raises(ConfigError, match="unknown head representation model.head='gaussian'; registered: nerf"):
-        head_class("gaussian")
+    with pytest.raises(ConfigError, match="unknown head representation model.head='mesh'; registered: gaussian, nerf"):
+        head_class("mesh")
+
+
+def test_the_gaussian_head_is_built_from_model_gaussian_and_the_subject_spec():
+    from synctalk.config import GaussianHeadConfig
+
+    cfg = SyncTalkConfig(model=ModelConfig(head="gaussian", gaussian=GaussianHeadConfig(
+        count=50, mouth_count=5, levels=2, base=8, finest=32, hidden=16, sh_degree=0)))
+    spec = subject_spec(cfg, (16, 8), n_frames=5, box=(-1, -1.5, -1, 1, 1.2, 1))
+    head, _ = build_models(cfg, spec, "cpu")
+    assert head.name == "gaussian" and head.supervision == "images"
+    assert head.face.means.shape == (50, 3) and head.mouth.means.shape == (5, 3) and head.face.sh.shape == (50, 1, 3)
+    assert head.settings.box == (-1.0, -1.5, -1.0, 1.0, 1.2, 1.0) and head.appearance.num_embeddings == 5
+    assert head.expression_names == spec.expression_names
 
 
 def test_the_nerf_head_is_built_from_model_nerf_and_the_subject_spec():

@@ -20,6 +20,7 @@ import numpy as np
 from synctalk.errors import AssetError
 
 GEOMETRY_ENTRY = "geometry_pipeline_metadata_landmarks.binarypb"
+CM_PER_UNIT = 15.0  # world units (docs/dataset.md): the face is about [-1, 1]^3; hair may reach past it
 CANONICAL_TO_WORLD = np.diag([1.0, -1.0, -1.0])
 
 
@@ -33,6 +34,11 @@ class CanonicalFace:
     @property
     def rigid_points(self) -> np.ndarray:
         return self.vertices[self.rigid_ids]
+
+    def world_vertices(self, model_scale=(1.0, 1.0, 1.0)) -> np.ndarray:
+        """[468, 3] vertices in world units, scaled per axis like the subject's pose fit (its
+        ``meta.json`` ``pose.model_scale_xyz``)."""
+        return self.vertices * np.asarray(model_scale, np.float64) / CM_PER_UNIT
 
 
 @functools.lru_cache(maxsize=4)
