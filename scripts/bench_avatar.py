@@ -44,7 +44,7 @@ def main() -> int:
     features = avatar.subject.features.cpu().numpy()
     n = args.frames + 1
     drive = make_drive(n, avatar.subject.poses.cpu().numpy(), avatar.subject.expressions.cpu().numpy(),
-                       avatar.head.config.field.expression_names, avatar.subject.train, avatar.fps)
+                       avatar.head.expression_names, avatar.subject.train, avatar.fps)
     portrait = PortraitCompositor(avatar, RenderOptions(portrait=True)) if args.portrait else None
     device = torch.cuda.get_device_name() if args.device == "cuda" else f"{platform.processor() or 'cpu'}, " \
         f"{torch.get_num_threads()} threads"

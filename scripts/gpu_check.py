@@ -104,6 +104,10 @@ class Context:
     def workspace(self) -> Path:
         return self.work / f"ws_{self.subject.name.removeprefix('subject_')}"
 
+    @property
+    def gaussian_workspace(self) -> Path:
+        return self.work / f"ws_gaussian_{self.subject.name.removeprefix('subject_')}"
+
     def has_input(self, step: Step) -> bool:
         """Whether a real-clip step has what it starts from: the clip (preprocess) or a subject (the others)."""
         if step.needs_data == "clip":
@@ -293,6 +297,23 @@ def _bench_avatar_commands(ctx: Context) -> list[Command]:
     return [Command(ctx.script("bench_avatar.py", str(ctx.workspace), *args, "--device", "cuda"))]
 
 
+# the Gaussian head (configs/gaussian.yaml, 512²; gsplat rasterizes): train, evaluate, frames/s
+def _train_gaussian_commands(ctx: Context) -> list[Command]:
+    return [Command(ctx.synctalk("train", str(ctx.subject), "-w", str(ctx.gaussian_workspace), "--device", "cuda",
+                                 "--config", "gaussian", f"train.budget_minutes={ctx.train_minutes:g}"))]
+
+
+def _evaluate_gaussian_commands(ctx: Context) -> list[Command]:
+    return [Command(ctx.synctalk("evaluate", str(ctx.gaussian_workspace), "-o", str(ctx.work / "report_gaussian"),
+                                 "--device", "cuda", "--max-frames", "4" if ctx.quick else "8"))]
+
+
+def _bench_gaussian_commands(ctx: Context) -> list[Command]:
+    frames = "10" if ctx.quick else "100"
+    return [Command(ctx.script("bench_avatar.py", str(ctx.gaussian_workspace), "--sizes", "256", "512", "--frames",
+                               frames, "--device", "cuda"))]
+
+
 # ------------------------------------------------------------------------------------------ reading the outputs
 
 def _json_line(text: str, prefix: str) -> dict:
@@ -408,10 +429,11 @@ def _preprocess_figures(ctx: Context, text: str) -> dict:
             "preprocess s": float(match.group(3))} if match else {}
 
 
-def _train_figures(ctx: Context, text: str) -> dict:
-    path = ctx.workspace / "train_log.json"
+def _train_figures(ctx: Context, text: str, workspace: Path | None = None) -> dict:
+    workspace = workspace or ctx.workspace
+    path = workspace / "train_log.json"
     if not path.is_file():
-        raise StepCheckFailed(f"no {path.name} in {ctx.workspace}")
+        raise StepCheckFailed(f"no {path.name} in {workspace}")
     stages = json.loads(path.read_text()).get("stages", {})
     figures = {}
     for name, stage in stages.items():
@@ -422,7 +444,7 @@ def _train_figures(ctx: Context, text: str) -> dict:
         if isinstance(stage.get("val_psnr"), int | float):
             line += f", val PSNR {stage['val_psnr']:.2f} dB"
         figures[name] = line
-    _copy_latest(ctx.workspace / "val", "*.png", ctx.logs / "train_val.png")
+    _copy_latest(workspace / "val", "*.png", ctx.logs / f"train_val{'' if workspace == ctx.workspace else '_gaussian'}.png")
     return figures
 
 
@@ -432,15 +454,17 @@ def _copy_latest(folder: Path, pattern: str, target: Path) -> None:
         shutil.copyfile(files[-1], target)
 
 
-def _evaluate_figures(ctx: Context, text: str) -> dict:
-    report = ctx.work / "report"
+def _evaluate_figures(ctx: Context, text: str, report: Path | None = None) -> dict:
+    report = report or ctx.work / "report"
     path = report / "metrics.json"
     if not path.is_file():
         raise StepCheckFailed(f"no metrics.json in {report}")
     result = json.loads(path.read_text())
     for name, target in (("metrics.md", "evaluate_metrics.md"), ("sheet.png", "evaluate_sheet.png")):
         if (report / name).is_file():
-            shutil.copyfile(report / name, ctx.logs / target)
+            kind = report.name.removeprefix("report").strip("_")          # "" or "gaussian"
+            shutil.copyfile(report / name, ctx.logs / target.replace("evaluate_", f"evaluate_{kind}_" if kind
+                                                                      else "evaluate_"))
     render = result.get("rows", {}).get("render", {})
     figures = {"frames": result.get("frames")}
     for key, value in render.items():
@@ -492,12 +516,25 @@ STEPS: tuple[Step, ...] = (
          figures=_evaluate_figures),
     Step("bench_avatar", "scripts/bench_avatar.py on the trained workspace", 120, 60, _bench_avatar_commands,
          needs=("train",), needs_data="subject", exclusive=True, figures=_bench_avatar_figures),
+    Step("train_gaussian", "synctalk train --config gaussian (512², gsplat) under train.budget_minutes", 300, 180,
+         _train_gaussian_commands, needs=("preprocess",), needs_data="subject", exclusive=True,
+         fresh=lambda ctx: [ctx.gaussian_workspace],
+         figures=lambda ctx, text: _train_figures(ctx, text, ctx.gaussian_workspace)),
+    Step("evaluate_gaussian", "synctalk evaluate of the Gaussian workspace", 150, 90, _evaluate_gaussian_commands,
+         needs=("train_gaussian",), needs_data="subject", exclusive=True,
+         fresh=lambda ctx: [ctx.work / "report_gaussian"],
+         figures=lambda ctx, text: _evaluate_figures(ctx, text, ctx.work / "report_gaussian")),
+    Step("bench_gaussian", "scripts/bench_avatar.py on the Gaussian workspace (256², 512²)", 120, 60,
+         _bench_gaussian_commands, needs=("train_gaussian",), needs_data="subject", exclusive=True,
+         figures=_bench_avatar_figures),
 )
 STEP_NAMES: tuple[str, ...] = tuple(step.name for step in STEPS)
 GROUPS: dict[str, tuple[str, ...]] = {
     "tests": ("cuda_tests", "smoke"),
-    "benches": ("bench_encoding", "bench_render", "bench_train_step", "bench_avatar"),
-    "real": ("preprocess", "train", "evaluate", "bench_avatar"),
+    "benches": ("bench_encoding", "bench_render", "bench_train_step", "bench_avatar", "bench_gaussian"),
+    "real": ("preprocess", "train", "evaluate", "bench_avatar", "train_gaussian", "evaluate_gaussian",
+             "bench_gaussian"),
+    "gaussian": ("train_gaussian", "evaluate_gaussian", "bench_gaussian"),
 }
 
 

@@ -55,7 +55,8 @@ def fake_step(name, code, timeout_s=10.0, **kwargs):
 
 def test_the_step_list_covers_the_check_in_order():
     assert gpu_check.STEP_NAMES == ("env", "preprocess", "build", "cuda_tests", "smoke", "bench_encoding",
-                                    "bench_render", "bench_train_step", "train", "evaluate", "bench_avatar")
+                                    "bench_render", "bench_train_step", "train", "evaluate", "bench_avatar",
+                                    "train_gaussian", "evaluate_gaussian", "bench_gaussian")
     for group in gpu_check.GROUPS.values():
         assert set(group) <= set(gpu_check.STEP_NAMES)
     names = gpu_check.STEP_NAMES
@@ -72,7 +73,8 @@ def test_only_and_skip_select_steps_and_groups():
     assert gpu_check.select_steps(None, ["real"]) == ["env", "build", "cuda_tests", "smoke", "bench_encoding",
                                                       "bench_render", "bench_train_step"]
     assert gpu_check.select_steps(["benches"], ["bench_avatar"]) == ["bench_encoding", "bench_render",
-                                                                     "bench_train_step"]
+                                                                     "bench_train_step", "bench_gaussian"]
+    assert gpu_check.select_steps(["gaussian"], None) == ["train_gaussian", "evaluate_gaussian", "bench_gaussian"]
     assert gpu_check.select_steps(None, None) == list(gpu_check.STEP_NAMES)
 
 
