@@ -19,9 +19,13 @@ Steps, in order (each timed, each with its own log under OUT/logs/, each stopped
     train             `synctalk train --device cuda train.budget_minutes=3` on the preprocessed clip
     evaluate          `synctalk evaluate --max-frames 8` of that workspace
     bench_avatar      scripts/bench_avatar.py on that workspace (frames/s per size, streaming latency)
+    train_gaussian    `synctalk train --config gaussian --device cuda` (the Gaussian head at 512², gsplat)
+    evaluate_gaussian `synctalk evaluate --max-frames 8` of that workspace
+    bench_gaussian    scripts/bench_avatar.py on it at 256² and 512² (frames/s)
 
 Groups for --only / --skip: tests (cuda_tests, smoke), benches (the bench_* steps), real (preprocess, train,
-evaluate, bench_avatar). Benchmarks wait for background work first, so their timings are not shared.
+evaluate, bench_avatar and the three Gaussian steps), gaussian (train_gaussian, evaluate_gaussian,
+bench_gaussian). Benchmarks wait for background work first, so their timings are not shared.
 
 Real data: --data DIR holding video/<clip> (and models/face_landmarker.task, audio/jfk_11s.flac), else
 $SYNCTALK_TEST_DATA, else ../shared/data, shared/data or gpu_data/ beside the repository. The GPU machine gets the
