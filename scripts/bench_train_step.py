@@ -4,10 +4,10 @@
     python scripts/bench_train_step.py --trees /tmp/base . --steps 150   # before/after a change (git worktree)
     python scripts/bench_train_step.py --subject runs/macron             # a real preprocessed subject
 
-Each measurement is a fresh process that trains ``--steps`` head steps with the ``cpu`` recipe
-(``synctalk.train.trainer.train(..., stages=("head",))``) and reads the stage's step time from
-``train_log.json`` (optimiser steps only; validation and start-up are not counted). The synthetic subject
-(default) has random 256 x 256 frames and label maps: it exercises every part of a step, not the quality.
+Each measurement is a fresh process that trains ``--steps`` head steps of the NeRF head (recipe ``nerf_cpu``;
+``cpu`` in trees older than the Gaussian head) with ``synctalk.train.trainer.train(..., stages=("head",))`` and
+reads the stage's step time from ``train_log.json`` (optimiser steps only; validation and start-up are not
+counted). The synthetic subject (default) has random 256 x 256 frames and label maps: it exercises every part of a step, not the quality.
 
 ``--ops`` (this tree only) profiles steady head steps in-process and counts, per step, the ATen operators (each
 one a kernel launch on a GPU) and those that make the host wait for the device (``.item()``, ``nonzero``,
@@ -44,7 +44,9 @@ from synctalk.train.trainer import train
 subject, workspace, steps, device = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 overrides = [f"train.head_steps={steps}", "train.eval_every=1000000", "train.checkpoint_every=1000000",
              "train.eval_frames=1", "train.budget_minutes=0"]
-cfg = load_config(SyncTalkConfig, "cpu", overrides)
+# the NeRF head's cpu recipe (trees from before the Gaussian head call it cpu.yaml)
+recipe = "nerf_cpu" if (Path(synctalk.__file__).parents[1] / "configs" / "nerf_cpu.yaml").is_file() else "cpu"
+cfg = load_config(SyncTalkConfig, recipe, overrides)
 t0 = time.perf_counter()
 if device == "cuda" and hasattr(synctalk.runtime, "configure_precision"):
     synctalk.runtime.configure_precision(device, cfg.train.tf32)
@@ -94,7 +96,7 @@ def count_ops(subject: Path, steps: int, device: str = "cpu") -> None:
     from synctalk.train.stages import HeadStage
     from synctalk.train.trainer import Trainer
 
-    cfg = load_config(SyncTalkConfig, "cpu")
+    cfg = load_config(SyncTalkConfig, "nerf_cpu")
     trainer = Trainer(subject, Path(tempfile.mkdtemp(prefix="bench_ops_")), cfg, device=device, progress=False)
     stage = HeadStage(trainer.context)
     sampler = stage.sampler()
@@ -130,7 +132,7 @@ def count_ops(subject: Path, steps: int, device: str = "cpu") -> None:
             counts[event.name] = counts.get(event.name, 0) + 1
     total = sum(counts.values())
     syncs = {name: counts[name] for name in HOST_SYNCS if name in counts}
-    print(f"{steps} steady head steps (cpu recipe, {cfg.train.rays} rays): {total / steps:.0f} ATen ops per step "
+    print(f"{steps} steady head steps (nerf_cpu recipe, {cfg.train.rays} rays): {total / steps:.0f} ATen ops per step "
           f"(nested calls included); host syncs per step: "
           + (", ".join(f"{name} {n / steps:.2f}" for name, n in syncs.items()) or "none"))
     top = sorted(counts.items(), key=lambda item: -item[1])[:12]
@@ -163,7 +165,7 @@ def main() -> None:
     if args.ops:
         count_ops(subject, args.steps, args.device)
         return
-    print(f"subject {subject}, {args.steps} head steps per run, cpu recipe on {args.device}, {os.cpu_count()} cores")
+    print(f"subject {subject}, {args.steps} head steps per run, NeRF cpu recipe on {args.device}, {os.cpu_count()} cores")
     rows = []
     for tree in args.trees:
         environments = ENVIRONMENTS if args.contention else {"synctalk": {}}

@@ -3,7 +3,7 @@
 
     python scripts/exp_mouth.py SUBJECT -w WORKSPACE --steps 1000 [--frames 32] [--size 160] [KEY=VALUE ...]
 
-Trains `--steps` head steps with the cpu profile and the overrides (no time budget), then renders every 8th
+Trains `--steps` NeRF head steps with the nerf_cpu profile and the overrides (no time budget), then renders every 8th
 held-out frame (the head over the frame's torso plate) twice: with the frame's own audio code, and with the code of
 the training frame whose mouth is most closed (a fixed code). Prints PSNR, LMD and how the rendered MediaPipe
 jawOpen follows the real frame's (correlation, spread). A field that uses the audio for the mouth scores a higher
@@ -42,7 +42,7 @@ def main() -> int:
     from synctalk.models.frame import render_frame, scaled_intrinsics
     from synctalk.train.trainer import Trainer
 
-    cfg = load_config(SyncTalkConfig, "cpu", ["train.budget_minutes=0", f"train.head_steps={args.steps}",
+    cfg = load_config(SyncTalkConfig, "nerf_cpu", ["train.budget_minutes=0", f"train.head_steps={args.steps}",
                                               "train.eval_every=100000", "train.lips_steps=0", *args.overrides])
     trainer = Trainer(args.subject, args.workspace, cfg, progress=True)
     start = time.perf_counter()

@@ -21,6 +21,9 @@ def test_recipe_chain_demo_cpu_default():
     assert cfg.preprocess.size == 256     # cpu.yaml overrides default.yaml's 512
     assert cfg.preprocess.sample_rate_hz == 16000  # default.yaml
     assert cfg.demo.seconds == 6.0
+    assert cfg.model.head == "gaussian" and cfg.model.gaussian.count == 6000    # demo.yaml over cpu.yaml
+    nerf = load_config(SyncTalkConfig, "nerf_cpu")
+    assert nerf.model.head == "nerf" and nerf.preprocess.size == 256 and nerf.train.mouth_generator_steps == 1500
 
 
 def test_overrides_parse_yaml_values_and_win_over_file():

@@ -55,7 +55,7 @@ def test_shipped_variants_load_from_their_folder():
     names = [p.stem for p in paths]
     assert names == sorted(names)
     assert {"baseline", "audio_mel", "audio_hubert", "expression_off", "expression_blink2", "attention_off",
-            "stabiliser_off", "portrait_on", "torso_off", "gaussian"} <= set(names)
+            "stabiliser_off", "portrait_on", "torso_off", "nerf"} <= set(names)
     cpu = load_config(SyncTalkConfig, REPO / "configs" / "cpu.yaml")
     variants = {p.stem: A.load_variant(p, [], 1.0) for p in paths}
     assert variants["baseline"].cfg == cpu and variants["baseline"].changes == {}
@@ -66,9 +66,9 @@ def test_shipped_variants_load_from_their_folder():
     assert variants["attention_off"].changes == {"train.attention_weight": 0.0}
     assert variants["stabiliser_off"].changes == {"train.poses": "raw"}
     assert variants["torso_off"].changes == {"train.torso_steps": 0}
-    # the Gaussian head's CPU recipe (the baseline is the NeRF head's)
-    assert variants["gaussian"].cfg == load_config(SyncTalkConfig, REPO / "configs" / "gaussian_cpu.yaml")
-    assert variants["gaussian"].cfg.model.head == "gaussian" and variants["baseline"].cfg.model.head == "nerf"
+    # the NeRF head's CPU recipe (the baseline is the Gaussian head's)
+    assert variants["nerf"].cfg == load_config(SyncTalkConfig, REPO / "configs" / "nerf_cpu.yaml")
+    assert variants["nerf"].cfg.model.head == "nerf" and variants["baseline"].cfg.model.head == "gaussian"
     assert variants["portrait_on"].portrait and variants["portrait_on"].cfg == cpu
     assert not variants["baseline"].portrait
     # overrides and budget apply to every variant, and to the base the changes are measured against
