@@ -28,10 +28,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def _timed(fn, sync) -> tuple[float, object]:
+def _timed(sync, fn, *args, **kwargs) -> tuple[float, object]:
     sync()
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args, **kwargs)
     sync()
     return time.perf_counter() - start, out
 
@@ -72,15 +72,15 @@ def main() -> int:
         for j, frame in enumerate(frames):
             c2w, expression = subject.poses[frame], subject.expressions[frame]
             with torch.no_grad():
-                t_deform, _ = _timed(lambda: head.deform(codes[j], expression), sync)
-                t_splat, _ = _timed(lambda: head.splat(c2w, K, size, size, codes[j], expression, frame), sync)
+                t_deform, _ = _timed(sync, head.deform, codes[j], expression)
+                t_splat, _ = _timed(sync, head.splat, c2w, K, size, size, codes[j], expression, frame)
                 coords = normalize_pixels(pixel_grid(size, size, device=device), size, size)
-                t_torso, _ = _timed(lambda: torso.render(coords, pose_vector(c2w[None])[0], frame_indices=frame,
-                                                         track=subject.torso_tracks[frame]), sync)
-                inputs = FrameInputs(c2w=c2w, audio_code=codes[j], expression=expression,
-                                     torso_pose=pose_vector(c2w[None])[0], torso_track=subject.torso_tracks[frame],
-                                     appearance_frame=frame)
-                t_frame, _ = _timed(lambda: avatar.render(inputs, frame, size), sync)
+                pose = pose_vector(c2w[None])[0]
+                t_torso, _ = _timed(sync, torso.render, coords, pose, frame_indices=frame,
+                                    track=subject.torso_tracks[frame])
+                inputs = FrameInputs(c2w=c2w, audio_code=codes[j], expression=expression, torso_pose=pose,
+                                     torso_track=subject.torso_tracks[frame], appearance_frame=frame)
+                t_frame, _ = _timed(sync, avatar.render, inputs, frame, size)
             if j:   # the first frame builds caches
                 for key, value in zip(parts, (t_deform, t_splat, t_torso, t_frame), strict=True):
                     parts[key].append(value)
@@ -108,11 +108,12 @@ def _bench_steps(args, avatar, sync) -> None:
         parts: dict[str, list[float]] = {"batch": [], "forward": [], "backward": [], "optimiser": []}
         try:
             for step in range(args.steps + 3):
-                t_batch, batch = _timed(sampler.sample, sync)
-                t_forward, losses = _timed(lambda: stage.losses(batch, 1000 + step), sync)
+                t_batch, batch = _timed(sync, sampler.sample)
+                t_forward, losses = _timed(sync, stage.losses, batch, 1000 + step)
                 optimizer.zero_grad(set_to_none=True)
-                t_backward, _ = _timed(lambda: sum(losses.values()).backward(), sync)
-                t_opt, _ = _timed(lambda: (optimizer.step(), stage.after_step(1000 + step + 1)), sync)
+                t_backward, _ = _timed(sync, sum(losses.values()).backward)
+                t_opt, _ = _timed(sync, optimizer.step)
+                stage.after_step(1000 + step + 1)
                 if step >= 3:
                     for key, value in zip(parts, (t_batch, t_forward, t_backward, t_opt), strict=True):
                         parts[key].append(value)

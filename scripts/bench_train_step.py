@@ -7,7 +7,8 @@
 Each measurement is a fresh process that trains ``--steps`` head steps of the NeRF head (recipe ``nerf_cpu``;
 ``cpu`` in trees older than the Gaussian head) with ``synctalk.train.trainer.train(..., stages=("head",))`` and
 reads the stage's step time from ``train_log.json`` (optimiser steps only; validation and start-up are not
-counted). The synthetic subject (default) has random 256 x 256 frames and label maps: it exercises every part of a step, not the quality.
+counted). The synthetic subject (default) has random 256 x 256 frames and label maps: it exercises every part
+of a step, not the quality.
 
 ``--ops`` (this tree only) profiles steady head steps in-process and counts, per step, the ATen operators (each
 one a kernel launch on a GPU) and those that make the host wait for the device (``.item()``, ``nonzero``,
@@ -165,7 +166,8 @@ def main() -> None:
     if args.ops:
         count_ops(subject, args.steps, args.device)
         return
-    print(f"subject {subject}, {args.steps} head steps per run, NeRF cpu recipe on {args.device}, {os.cpu_count()} cores")
+    print(f"subject {subject}, {args.steps} head steps per run, NeRF cpu recipe on {args.device}, "
+          f"{os.cpu_count()} cores")
     rows = []
     for tree in args.trees:
         environments = ENVIRONMENTS if args.contention else {"synctalk": {}}

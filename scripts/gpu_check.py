@@ -448,7 +448,8 @@ def _train_figures(ctx: Context, text: str, workspace: Path | None = None) -> di
         if isinstance(stage.get("val_psnr"), int | float):
             line += f", val PSNR {stage['val_psnr']:.2f} dB"
         figures[name] = line
-    _copy_latest(workspace / "val", "*.png", ctx.logs / f"train_val{'' if workspace == ctx.workspace else '_gaussian'}.png")
+    suffix = "" if workspace == ctx.workspace else "_gaussian"
+    _copy_latest(workspace / "val", "*.png", ctx.logs / f"train_val{suffix}.png")
     return figures
 
 

@@ -5,8 +5,9 @@
 // backward: the forward's inputs and outputs, grad_image [H,W,C], grad_alpha [H,W]
 //           -> grad means2d [N,2], conics [N,3], colors [N,C], opacities [N]
 //
-// Binning: each Gaussian goes to the 16x16 tiles its box |d_x| <= r_x, |d_y| <= r_y touches; each tile's list is sorted by
-// (depth, index), the reference's stable depth order restricted to the tile. OpenMP over tiles; within a tile, row
+// Binning: each Gaussian goes to the 16x16 tiles its box |d_x| <= r_x, |d_y| <= r_y touches, in the order of one
+// stable sort of all Gaussians by depth, so each tile's list is in (depth, index) order, the reference's stable
+// depth order restricted to the tile. OpenMP over tiles; within a tile, row
 // by row, each Gaussian visits only the pixels of the row its ellipse reaches with alpha >= 1/255 (a quadratic in
 // dx), and each pixel stops where its transmittance would fall below t_min (its count is kept for the backward
 // pass). Backward walks each pixel's list in reverse from that count, recovering the transmittance before each
@@ -66,16 +67,16 @@ Bins bin(const float* means2d, const float* depths, const int64_t* radii, int64_
   b.offsets.assign(tiles + 1, 0);
   std::partial_sum(counts.begin(), counts.end(), b.offsets.begin() + 1);
   b.ids.resize(b.offsets[tiles]);
+  // one stable sort of all Gaussians by depth (ties in index order, as the reference), then each tile's list is
+  // filled in that order: already depth-sorted, no per-tile sort
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [depths](int64_t i, int64_t j) { return depths[i] < depths[j]; });
   std::vector<int64_t> fill(b.offsets.begin(), b.offsets.end() - 1);
-  for (int64_t g = 0; g < n; ++g) {  // in index order: a stable sort by depth keeps the reference's tie order
+  for (const int64_t g : order) {
     if (!tile_range(means2d + 2 * g, radii + 2 * g, width, height, b.tiles_x, b.tiles_y, &x0, &x1, &y0, &y1)) continue;
     for (int ty = y0; ty < y1; ++ty)
       for (int tx = x0; tx < x1; ++tx) b.ids[fill[static_cast<int64_t>(ty) * b.tiles_x + tx]++] = g;
-  }
-#pragma omp parallel for schedule(dynamic, 4)
-  for (int64_t t = 0; t < tiles; ++t) {
-    std::stable_sort(b.ids.begin() + b.offsets[t], b.ids.begin() + b.offsets[t + 1],
-                     [depths](int64_t i, int64_t j) { return depths[i] < depths[j]; });
   }
   return b;
 }

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from preprocess.pose.bundle import bundle_adjust, lift_tracks
-from synctalk.face.canonical import CM_PER_UNIT, load_canonical_face
 from preprocess.pose.fit import fit_poses, inlier_mask, intrinsics, project, search_focal
 from preprocess.pose.tracking import Tracks, track_keypoints
 from synctalk.data.contract import FACE_DETECTED, FACE_MISSING
-
+from synctalk.face.canonical import CM_PER_UNIT, load_canonical_face
 
 
 @dataclass

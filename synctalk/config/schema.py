@@ -209,8 +209,8 @@ class GaussianHeadConfig:
 
 @dataclass
 class ModelConfig:
-    head: Literal["nerf", "gaussian"] = knob("nerf", "Head representation (synctalk.models.registry.HEADS); its settings are "
-                                 "the section of the same name.")
+    head: Literal["nerf", "gaussian"] = knob("nerf", "Head representation (synctalk.models.registry.HEADS); its "
+                                             "settings are the section of the same name.")
     head_box_margin: float = knob(0.1, "Growth per side of the head's box measured from the subject (fraction of "
                                   "its size): the volume a head may fill.")
     nerf: NerfHeadConfig = section(NerfHeadConfig, "The NeRF head (tri-plane hash field + occupancy grid).")

@@ -417,7 +417,7 @@ class GaussianHead(HeadRepresentation):
             return
         generator = torch.Generator(self.face.means.device)
         generator.manual_seed(step)
-        for prefix, gaussians in (("", self.face), ("mouth_", self.mouth)):
+        for gaussians in (self.face, self.mouth):
             moved = gaussians.relocate(s.min_opacity, generator)
             if optimizer is not None and len(moved):
                 _reset_moments(optimizer, [p for p in gaussians.parameters()], moved)

@@ -55,7 +55,7 @@ class PixelStage:
     def whole_images(self) -> bool:
         """The head stage of a head that learns from whole frames (Gaussians): each batch is the frames' every
         pixel (a patch the size of the frame)."""
-        return self.name == "head" and getattr(self.ctx.head, "supervision", "rays") == "images"
+        return self.name == "head" and self.ctx.head.supervision == "images"
 
     def sampler(self) -> RaySampler:
         tcfg, ctx = self.tcfg, self.ctx
