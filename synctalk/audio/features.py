@@ -9,6 +9,7 @@ the frame's centre time `(i + 0.5) / fps`; sample 0 of the audio = the start of 
 | `mel`      | `[N, 80, 16]`  | the raw normalised mel window (no learned encoder: the ablation baseline)     |
 | `hubert`   | `[N, 1024]`    | facebook/hubert-large-ls960-ft last hidden state (50 Hz) at frame centres  |
 | `wav2vec2` | `[N, 768]`     | facebook/wav2vec2-base-960h, likewise                                         |
+| `phones`   | `[N, 17]`      | visemes, loudness, voicing from a phone decoder (synctalk.audio.phones)      |
 
 The transformers backends need `pip install transformers` and the model folder (config.json + weights) in the
 asset cache: `$SYNCTALK_MODELS/<repo name>/`; a clear error says which files to put where.
@@ -25,7 +26,7 @@ import torch
 from synctalk.audio import mel as melspec
 from synctalk.errors import AssetError, MediaError, UserInputError
 
-BACKENDS = ("ave", "mel", "hubert", "wav2vec2")
+BACKENDS = ("ave", "mel", "hubert", "wav2vec2", "phones")
 TRANSFORMERS_MODELS = {"hubert": "facebook/hubert-large-ls960-ft", "wav2vec2": "facebook/wav2vec2-base-960h"}
 TRANSFORMERS_RATE_HZ = 50.0   # one hidden state per 20 ms
 TRANSFORMERS_CHUNK_S = 30.0   # long audio runs in chunks with context on both sides
@@ -62,6 +63,13 @@ def compute_features(backend: str, samples: np.ndarray, sample_rate_hz: int, n_f
         features = transformers_features(backend, samples, n_frames, fps, device)
         return AudioFeatures(features, {"backend": backend, "model": TRANSFORMERS_MODELS[backend],
                                         "rate_hz": TRANSFORMERS_RATE_HZ, "shape": list(features.shape[1:])})
+    if backend == "phones":
+        from synctalk.audio import phones
+
+        features = phones.phone_features(samples, n_frames, fps)
+        return AudioFeatures(features, {"backend": "phones", "shape": [features.shape[1]],
+                                        "visemes": list(phones.VISEMES), "block_s": phones.BLOCK_S,
+                                        "context_s": phones.CONTEXT_S, "smooth_s": phones.SMOOTH_S})
     mel = melspec.melspectrogram(samples)
     if backend == "mel":
         features = melspec.frame_windows(mel, n_frames, fps)
