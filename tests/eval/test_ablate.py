@@ -61,6 +61,7 @@ def test_shipped_variants_load_from_their_folder():
     assert variants["baseline"].cfg == cpu and variants["baseline"].changes == {}
     assert variants["audio_mel"].changes == {"train.audio_backend": "mel"}
     assert variants["audio_hubert"].changes == {"train.audio_backend": "hubert"}
+    assert variants["audio_phones"].changes == {"train.audio_backend": "phones"}
     assert variants["expression_off"].changes == {"train.expression": "none"}
     assert variants["expression_blink2"].changes == {"train.expression": "blink2"}
     assert variants["attention_off"].changes == {"train.attention_weight": 0.0}

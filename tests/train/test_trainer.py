@@ -136,6 +136,11 @@ def test_ablation_knobs_change_what_the_model_sees(tmp_path):
     assert report.stages["head"]["status"] == "done" and np.isfinite(report.stages["head"]["val_psnr"])
     blink = Trainer(subject, tmp_path / "ws2", tiny_config(expression="blink2"), progress=False)
     assert blink.data.expressions.shape == (12, 2)
+    pytest.importorskip("pocketsphinx", reason="pocketsphinx is not installed (a dependency: pip install -e .)")
+    phones = Trainer(subject, tmp_path / "ws3", tiny_config(lips_steps=0, torso_steps=0, audio_backend="phones"),
+                     progress=False)
+    assert phones.data.features.shape == (12, 17)         # visemes + loudness + voicing, into the workspace
+    assert phones.run(("head",)).stages["head"]["status"] == "done"
 
 
 def test_redo_starts_a_stage_over(subject, tmp_path):
