@@ -8,7 +8,9 @@ measured latency per chunk adds the time to compute features and render.
 
 Features are computed on audio segments that start a fixed context before the first new frame, at a sample that
 is both a frame start and a mel hop multiple, so for the ave and mel backends a streamed frame equals the offline
-render of the same audio. (HuBERT/wav2vec2 see 2 s of left context only, so they differ slightly.)
+render of the same audio. (HuBERT/wav2vec2 see 2 s of left context only, so they differ slightly.) The phones
+backend decodes the stream incrementally (synctalk.audio.phones.PhoneTracker: 1 s blocks with 0.5 s of context,
+so up to 1.6 s of lookahead) and equals the offline render too; its tracker keeps the stream's audio (64 kB/s).
 """
 
 from __future__ import annotations
@@ -109,6 +111,11 @@ class StreamRenderer:
         self.fps = avatar.fps
         backend = avatar.feature_info.get("backend")
         self.context_s = TRANSFORMERS_CONTEXT_S if backend in ("hubert", "wav2vec2") else CONTEXT_S
+        self.phones = None
+        if backend == "phones":
+            from synctalk.audio import phones
+
+            self.phones = phones.PhoneTracker(avatar.fps)
         self.align = mel_aligned_frames(self.fps)
         self.samples_per_frame = SAMPLE_RATE_HZ / self.fps
         window = avatar.head.audio_window
@@ -116,6 +123,11 @@ class StreamRenderer:
         if avatar.mouth is not None:                   # ... and in the mouth predictor's
             self.ahead = max(self.ahead, avatar.mouth.predictor.radius)
         self.lookahead_s = (self.ahead + 0.5) / self.fps + MEL_WINDOW_S
+        if self.phones is not None:   # a frame at a block's start waits for the block, its context and the window
+            from synctalk.audio import phones
+
+            self.lookahead_s = (self.ahead + 0.5) / self.fps + phones.BLOCK_S + phones.CONTEXT_S + \
+                3 * phones.SMOOTH_S + 1 / phones.LABEL_HZ
         self._make_drive = lambda n: make_drive(
             n, avatar.subject.poses.cpu().numpy(), avatar.subject.expressions.cpu().numpy(),
             avatar.head.expression_names, avatar.subject.train, self.fps, options.pose, options.blink,
@@ -132,8 +144,15 @@ class StreamRenderer:
         self.audio = np.concatenate([self.audio, np.asarray(chunk, np.float32)])
         self.received += len(chunk)
         total = int(round(self.received / SAMPLE_RATE_HZ * self.fps)) if last else None
+        if self.phones is not None:
+            self.phones.feed(chunk)
+            if last:
+                self.phones.finish()
         if last:
             ready_features = ready = total
+        elif self.phones is not None:
+            ready_features = self.phones.ready()
+            ready = max(0, ready_features - self.ahead)
         else:
             heard_s = self.received / SAMPLE_RATE_HZ
             ready_features = max(0, math.floor(heard_s * self.fps - 0.5 - MEL_WINDOW_S * self.fps) + 1)
@@ -152,6 +171,10 @@ class StreamRenderer:
     def _compute_features(self, upto: int, total: int | None) -> None:
         have = max(self.features) + 1 if self.features else 0
         if upto <= have:
+            return
+        if self.phones is not None:
+            for k, row in enumerate(self.phones.features(have, upto), start=have):
+                self.features[k] = row
             return
         first = max(0, have - int(math.ceil(self.context_s * self.fps)))
         first -= first % self.align

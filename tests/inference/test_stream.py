@@ -17,20 +17,17 @@ def test_mel_aligned_frames():
     assert mel_aligned_frames(25.0) == 5 and mel_aligned_frames(30.0) == 3 and mel_aligned_frames(50.0) == 5
 
 
-def test_streamed_frames_equal_the_offline_render(trained_workspace):
-    from synctalk.inference.avatar import Avatar
+def _stream_and_offline(avatar, speech):
+    """Render ``speech`` offline and streamed in uneven chunks: (offline, streamed, arrivals, renderer)."""
     from synctalk.inference.drive import make_drive
     from synctalk.inference.stream import StreamRenderer
     from synctalk.inference.video import RenderOptions, render_frames
 
-    workspace, _ = trained_workspace
-    avatar = Avatar.load(workspace)
-    speech = speech_like(2.0, seed=7)
     options = RenderOptions(size=8)
     n = avatar.n_frames(len(speech))
     features = avatar.audio_features(speech, n)
     drive = make_drive(n, avatar.subject.poses.numpy(), avatar.subject.expressions.numpy(),
-                       avatar.head.config.field.expression_names, avatar.subject.train, avatar.fps)
+                       avatar.head.expression_names, avatar.subject.train, avatar.fps)
     offline = render_frames(avatar, features, drive, list(range(n)), size=8)
 
     renderer = StreamRenderer(avatar, options, horizon_s=0.5)   # the pose schedule has to grow on the way
@@ -44,7 +41,16 @@ def test_streamed_frames_equal_the_offline_render(trained_workspace):
         arrivals.append((position, len(got)))
         streamed += got
     streamed += renderer.push(np.zeros(0, np.float32), last=True)
-    assert len(streamed) == n
+    return offline, streamed, arrivals, renderer
+
+
+def test_streamed_frames_equal_the_offline_render(trained_workspace):
+    from synctalk.inference.avatar import Avatar
+
+    workspace, _ = trained_workspace
+    avatar = Avatar.load(workspace)
+    offline, streamed, arrivals, renderer = _stream_and_offline(avatar, speech_like(2.0, seed=7))
+    assert len(streamed) == len(offline)
     np.testing.assert_array_equal(np.stack(streamed), np.stack(offline))
     # frames come out as audio arrives, each at most the lookahead after its audio
     emitted = np.cumsum([k for _, k in arrivals])
@@ -53,6 +59,29 @@ def test_streamed_frames_equal_the_offline_render(trained_workspace):
     assert np.all(emitted / avatar.fps <= heard_s + 1e-9)
     assert np.all(emitted / avatar.fps >= heard_s - renderer.lookahead_s - 1 / avatar.fps - 0.3)
     assert len(renderer.audio) < 16000 * 1.5   # old audio is dropped
+
+
+def test_streamed_phones_frames_equal_the_offline_render(tmp_path):
+    """A workspace on the phones backend: the stream decodes phones incrementally and draws the offline frames."""
+    pytest.importorskip("pocketsphinx", reason="pocketsphinx is not installed (a dependency: pip install -e .)")
+    from conftest import build_subject, tiny_train_config
+
+    from synctalk.inference.avatar import Avatar
+    from synctalk.train.trainer import train
+
+    subject = build_subject(tmp_path / "s", n_frames=12, size=(24, 24), audio=speech_like(12 / 25))
+    cfg = tiny_train_config(audio_backend="phones", lips_steps=0, torso_steps=0, mouth_generator_steps=0,
+                            portrait_steps=0)
+    train(subject, tmp_path / "ws", cfg, progress=False)
+    avatar = Avatar.load(tmp_path / "ws")
+    assert avatar.feature_info["backend"] == "phones"
+    offline, streamed, arrivals, renderer = _stream_and_offline(avatar, speech_like(3.0, seed=7))
+    assert len(streamed) == len(offline)
+    np.testing.assert_array_equal(np.stack(streamed), np.stack(offline))
+    emitted = np.cumsum([k for _, k in arrivals])
+    heard_s = np.array([p for p, _ in arrivals]) / 16000
+    assert emitted[-1] > 0                                          # frames came before the end of the audio
+    assert np.all(emitted / avatar.fps >= heard_s - renderer.lookahead_s - 1 / avatar.fps - 0.3)
 
 
 def test_pcm_chunks_resample_stdin_audio():
