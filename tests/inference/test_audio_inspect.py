@@ -1,0 +1,46 @@
+"""`synctalk audio-inspect`: the picture and summary of a driving track, with and without a workspace."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import real_file
+
+pytest.importorskip("pocketsphinx", reason="pocketsphinx is not installed (a dependency: pip install -e .)")
+
+
+def test_speech_gets_a_picture_and_a_summary(tmp_path, capsys):
+    from synctalk.cli.main import main
+
+    audio = real_file("audio/jfk_11s.flac")
+    out = tmp_path / "jfk.png"
+    assert main(["audio-inspect", str(audio), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "275 frames at 25 fps" in printed and f"picture: {out}" in printed
+    assert out.stat().st_size > 20_000
+
+
+def test_silence_has_a_closed_mouth_and_the_workspace_curve(trained_workspace, tmp_path):
+    from synctalk.inference.audio_inspect import VISEME_OPENING, inspect_audio, mouth_opening
+    from synctalk.io.media import write_wav
+
+    from conftest import speech_like
+
+    write_wav(tmp_path / "quiet.wav", np.zeros(16000, np.float32))
+    quiet = inspect_audio(tmp_path / "quiet.wav", tmp_path / "quiet.png")
+    assert quiet.frames == 25 and quiet.speech_fraction == 0 and np.allclose(quiet.opening, 0, atol=1e-6)
+    assert quiet.workspace_jaw is None
+    write_wav(tmp_path / "buzz.wav", speech_like(2.0))
+    workspace, _ = trained_workspace
+    buzz = inspect_audio(tmp_path / "buzz.wav", tmp_path / "buzz.png", workspace=workspace)
+    assert buzz.workspace_jaw is not None and buzz.workspace_jaw.shape == (50,) and (tmp_path / "buzz.png").is_file()
+    one_hot = np.zeros((2, 17), np.float32)
+    one_hot[0, 10], one_hot[1, 1] = 1.0, 1.0        # aa, PP
+    np.testing.assert_allclose(mouth_opening(one_hot), [VISEME_OPENING["aa"], VISEME_OPENING["PP"]])
+
+
+def test_a_missing_file_is_a_clear_error(tmp_path, capsys):
+    from synctalk.cli.main import main
+
+    assert main(["audio-inspect", str(tmp_path / "nope.wav")]) == 2
+    assert "nope.wav: file not found" in capsys.readouterr().err
