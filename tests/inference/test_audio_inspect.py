@@ -21,10 +21,10 @@ def test_speech_gets_a_picture_and_a_summary(tmp_path, capsys):
 
 
 def test_silence_has_a_closed_mouth_and_the_workspace_curve(trained_workspace, tmp_path):
+    from conftest import speech_like
+
     from synctalk.inference.audio_inspect import VISEME_OPENING, inspect_audio, mouth_opening
     from synctalk.io.media import write_wav
-
-    from conftest import speech_like
 
     write_wav(tmp_path / "quiet.wav", np.zeros(16000, np.float32))
     quiet = inspect_audio(tmp_path / "quiet.wav", tmp_path / "quiet.png")
