@@ -29,8 +29,9 @@ def register(subparsers) -> None:
     parser.add_argument("--no-mouth", action="store_true", help="keep the head field's own mouth even when the "
                                                                 "workspace has a trained mouth stage")
     parser.add_argument("--mouth-gain", type=float,
-                        help="scale of the mouth movement the audio predicts (default 2.5: the predictor "
-                             "under-shoots, about 1/3 of the real jaw range on held-out speech; 1 = as predicted)")
+                        help="style: scale of the mouth movement the audio predicts (default 1: the predictor's "
+                             "spread is matched to the real mouth's; workspaces trained before that keep their "
+                             "old factor of 2.5 built in)")
     parser.add_argument("--source", type=Path, help="the original video, if it moved since preprocessing")
     parser.add_argument("--size", type=int, help="render side in pixels (default: the subject's)")
     parser.add_argument("--frames-dir", type=Path, help="also write every frame as PNG here")

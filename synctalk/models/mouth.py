@@ -5,7 +5,8 @@ the head's mouth follow its audio?"), while the audio features predict the mouth
 is drawn in 2-D, in two small per-subject parts:
 
 - :class:`MouthPredictor`: ridge regression from a window of per-frame audio features to the 27 jaw/mouth ARKit
-  blendshapes (``MOUTH_BLENDSHAPE_NAMES``), standardised over the training frames;
+  blendshapes (``MOUTH_BLENDSHAPE_NAMES``), standardised over the training frames, its output spread matched to the
+  real mouth's on held-out frames (so gain 1 is right);
 - :class:`MouthGenerator`: a U-Net that fills a fixed soft ellipse over lips and chin in a square crop, given the
   crop with the ellipse blanked out and the blendshapes (FiLM at its two coarsest levels).
 
@@ -34,10 +35,14 @@ CHEEKS = (234, 454)
 BOX_SIDE = 0.85     # crop side / face width
 BOX_DROP = 0.12     # crop centre below the lip corners / face width
 ELLIPSE = (0.39, 0.36, 0.25)  # half width, half height (crop sides), feather (fraction of the radius)
-# Renders scale the predicted blendshapes by this: on held-out frames the ridge prediction of jawOpen spans 0.35 of
-# the real spread, and 2.5 (about its inverse) gave the best lip sync on held-out and new speech (docs/benchmarks.md,
-# "The mouth stage on the Macron clip").
-DEFAULT_GAIN = 2.5
+# Renders scale the predicted blendshapes by this style knob. The predictor's own spread is matched to the real
+# mouth's (MouthPredictor.scale), so 1 is right. Predictors fitted before that had none: ridge predictions of jawOpen
+# spanned 0.35 of the real spread on held-out frames and renders used a gain of 2.5 (docs/benchmarks.md, "The mouth
+# stage on the Macron clip"); they load with LEGACY_SCALE, so their renders do not change.
+DEFAULT_GAIN = 1.0
+LEGACY_SCALE = 2.5
+MAX_SCALE = 4.0      # the variance-matching scale never exceeds this (a near-silent prediction is not blown up)
+MIN_R = 0.1          # blendshapes predicted worse than this on held-out frames keep scale 1
 
 
 def mouth_boxes(landmarks: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -88,7 +93,9 @@ def paste(images: torch.Tensor, drawn: torch.Tensor, boxes: torch.Tensor) -> tor
 # ------------------------------------------------------------------------------------------------ the predictor
 @dataclass
 class MouthPredictor:
-    """Ridge regression: audio features of frames ``t - radius .. t + radius`` (edges clamped) → blendshapes."""
+    """Ridge regression: audio features of frames ``t - radius .. t + radius`` (edges clamped) → blendshapes, each
+    output's deviation from the training mean scaled by ``scale`` (variance matching: the spread of the held-out
+    predictions becomes that of the real held-out blendshapes; a ridge shrinks it, by about 3x for jawOpen)."""
 
     radius: int
     mean: np.ndarray      # [D] feature mean over the training frames
@@ -96,6 +103,8 @@ class MouthPredictor:
     weight: np.ndarray    # [(2 radius + 1) D, K]
     bias: np.ndarray      # [K]
     alpha: float
+    scale: np.ndarray | None = None   # [K]; None: ones
+    centre: np.ndarray | None = None  # [K] training mean of the targets (what scale stretches around); None: zeros
 
     @staticmethod
     def _windows(features: np.ndarray, frames, radius: int, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -108,15 +117,20 @@ class MouthPredictor:
     def predict(self, features: np.ndarray, frames) -> np.ndarray:
         """``[len(frames), K]`` blendshapes (standardised units) of frames of a feature array ``[N, ...]``."""
         x = self._windows(features, frames, self.radius, self.mean, self.std)
-        return (x @ self.weight + self.bias).astype(np.float32)
+        raw = x @ self.weight + self.bias
+        if self.scale is not None:
+            centre = self.centre if self.centre is not None else 0.0
+            raw = centre + (raw - centre) * self.scale
+        return raw.astype(np.float32)
 
     @classmethod
     def fit(cls, features: np.ndarray, train: list[int], targets: np.ndarray, val: list[int],
             val_targets: np.ndarray, radius: int = 3, alphas=(1e2, 1e3, 1e4, 1e5, 1e6)
             ) -> tuple[MouthPredictor, dict]:
         """Fit on ``train`` frames (``targets`` ``[len(train), K]``); pick the ridge strength with the best mean
-        correlation on ``val`` (or the middle one without validation frames). Returns the predictor and
-        ``{"alpha", "val_r"}`` (per-blendshape Pearson r on val, NaN-free)."""
+        correlation on ``val`` (or the middle one without validation frames), then match each output's spread on
+        ``val`` to the real one's (scale in [1, MAX_SCALE]; 1 where r < MIN_R or without validation frames).
+        Returns the predictor and ``{"alpha", "val_r", "scale"}`` (per-blendshape Pearson r on val, NaN-free)."""
         features = features.detach().cpu().numpy() if torch.is_tensor(features) else features
         flat = np.asarray(features, np.float64).reshape(len(features), -1)
         mean, std = flat[train].mean(0), flat[train].std(0) + 1e-6
@@ -134,14 +148,27 @@ class MouthPredictor:
                 best = (alpha, weight, r)
         alpha, weight, r = best
         bias = y_mean - x_mean @ weight
-        return cls(radius, mean, std, weight, bias, float(alpha)), {"alpha": float(alpha), "val_r": r}
+        scale = np.ones(y.shape[1])
+        if xv is not None:
+            spread = ((xv - x_mean) @ weight).std(0)
+            real = np.asarray(val_targets, np.float64).std(0)
+            matched = np.clip(real / np.maximum(spread, 1e-9), 1.0, MAX_SCALE)
+            scale = np.where(r >= MIN_R, matched, 1.0)
+        predictor = cls(radius, mean, std, weight, bias, float(alpha), scale=scale, centre=y_mean)
+        return predictor, {"alpha": float(alpha), "val_r": r, "scale": scale}
 
     def state_dict(self) -> dict:
         return {"radius": self.radius, "mean": self.mean, "std": self.std, "weight": self.weight,
-                "bias": self.bias, "alpha": self.alpha}
+                "bias": self.bias, "alpha": self.alpha, "scale": self.scale, "centre": self.centre}
 
     @classmethod
     def from_state(cls, state: dict) -> MouthPredictor:
+        """A predictor from :meth:`state_dict`; one saved before variance matching gets ``LEGACY_SCALE``, the gain
+        its renders used, so they stay the same at the new default gain of 1."""
+        state = dict(state)
+        if "scale" not in state:
+            state["scale"] = np.full(len(state["bias"]), LEGACY_SCALE)
+            state["centre"] = np.zeros(len(state["bias"]))
         return cls(**state)
 
 

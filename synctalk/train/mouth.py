@@ -100,9 +100,10 @@ def train_mouth(ctx) -> None:
                                            shapes_np[val_frames])
     jaw = MOUTH_BLENDSHAPE_NAMES.index("jawOpen")
     info.update(predictor_alpha=report["alpha"], predictor_val_r_mean=round(float(report["val_r"].mean()), 3),
-                predictor_val_r_jawopen=round(float(report["val_r"][jaw]), 3))
-    log.info("mouth predictor: held-out correlation %.2f on average, %.2f for jawOpen",
-             report["val_r"].mean(), report["val_r"][jaw])
+                predictor_val_r_jawopen=round(float(report["val_r"][jaw]), 3),
+                predictor_scale_jawopen=round(float(report["scale"][jaw]), 3))
+    log.info("mouth predictor: held-out correlation %.2f on average, %.2f for jawOpen; spread matched to the real "
+             "mouth's (jawOpen x%.2f)", report["val_r"].mean(), report["val_r"][jaw], report["scale"][jaw])
 
     device = ctx.device
     crops, boxes = footage_crops(ds, size, device)

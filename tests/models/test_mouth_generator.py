@@ -133,6 +133,30 @@ def test_predictor_recovers_a_linear_map_of_the_audio_window():
     assert predictor.predict(features, [0, 399]).shape == (2, 2)   # windows clamp at the clip's ends
 
 
+def test_predictions_get_the_spread_of_the_real_mouth():
+    """A strong ridge shrinks its predictions; the fitted scale gives them the real blendshapes' spread on the
+    held-out frames (gain 1 is right), leaves a blendshape it cannot predict at scale 1, and an old predictor
+    without a scale keeps the gain its renders used."""
+    from synctalk.models.mouth import LEGACY_SCALE, MAX_SCALE
+
+    rng = np.random.default_rng(1)
+    features = rng.normal(size=(600, 8)).astype(np.float32)
+    signal = features[:, 0] + 0.5 * features[:, 1]
+    truth = np.stack([signal + rng.normal(scale=0.3, size=600), rng.normal(size=600)], 1)
+    train, val = list(range(400)), list(range(400, 600))
+    predictor, report = MouthPredictor.fit(features, train, truth[train], val, truth[val], radius=0, alphas=(1e3,))
+    raw_spread = (predictor.predict(features, val) - predictor.centre)[:, 0].std() / predictor.scale[0]
+    assert raw_spread < 0.7 * truth[val, 0].std()                          # the ridge under-shoots ...
+    spread = predictor.predict(features, val).std(0)
+    np.testing.assert_allclose(spread[0], truth[val, 0].std(), rtol=1e-6)  # ... and the scale undoes it
+    assert 1.0 < report["scale"][0] <= MAX_SCALE and report["scale"][1] == 1.0   # noise: r < MIN_R
+    legacy = {k: v for k, v in predictor.state_dict().items() if k not in ("scale", "centre")}
+    old = MouthPredictor.from_state(legacy)
+    unscaled = MouthPredictor(**{**legacy, "scale": None, "centre": None})
+    np.testing.assert_allclose(old.predict(features, val), LEGACY_SCALE * unscaled.predict(features, val),
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_model_redraws_only_around_the_mouth():
     torch.manual_seed(0)
     model = MouthModel(predictor=None, generator=MouthGenerator(n_shapes=3, width=8).eval(), size=16)
