@@ -131,3 +131,31 @@ def test_the_phones_backend_of_compute_features():
     result = compute_features("phones", samples, 16000, 50, 25.0)
     assert result.info["backend"] == "phones" and result.info["shape"] == [P.FEATURE_SIZE]
     np.testing.assert_array_equal(result.features, P.phone_features(samples, 50, 25.0))
+
+
+def test_synthetic_speech_from_espeak_ng(tmp_path):
+    """espeak-ng's voice (a Debian package; skipped where it is absent): the decoder hears speech where the
+    synthesiser spoke, the lip closure of the m in 'map' and silence in the pause between the two sentences."""
+    import shutil
+    import subprocess
+
+    from synctalk.io.media import load_audio
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed (apt install espeak-ng)")
+    sentences = []
+    for k, text in enumerate(("Bob bought a map.", "Maybe.")):
+        wav = tmp_path / f"tts{k}.wav"
+        subprocess.run(["espeak-ng", "-w", str(wav), "-s", "150", text], check=True, capture_output=True)
+        sentences.append(load_audio(wav, 16000))
+    samples = np.concatenate([sentences[0], np.zeros(16000, np.float32), sentences[1]])
+    n = int(len(samples) / 16000 * 25)
+    features = P.phone_features(samples, n, 25.0)
+    first_s = len(sentences[0]) / 16000
+    pause = slice(int((first_s + 0.3) * 25), int((first_s + 0.7) * 25))
+    assert features[pause, 0].min() > 0.99                          # the second of digital silence is sil
+    speech = features[:, -2] > 0.5
+    # about half of the loud frames: the decoder labels espeak's plosive closures and some vowels SIL or +SPN+
+    # (a closed mouth for b and p is right; measured 0.50)
+    assert (1 - features[speech, 0]).mean() > 0.4
+    assert features[:, P.VISEMES.index("PP")].max() > 0.5          # m: the lips close
