@@ -37,6 +37,7 @@ from cuda_ext.rasterize import ops as raster
 from synctalk.field.encoding import TriPlaneHashEncoding, spherical_harmonics
 from synctalk.models.audio_net import AudioNet, feature_windows
 from synctalk.models.base import Conditions, HeadRepresentation, HeadSpec, PixelRegions
+from synctalk.models.head import _mlp as mlp
 from synctalk.models.losses import HeadLossWeights, head_losses, ssim_loss
 
 __all__ = ["GaussianHead", "GaussianHeadSettings"]
@@ -48,16 +49,12 @@ CHANNELS = ("audio_attention", "expression_attention")
 
 
 def _mlp(size_in: int, size_out: int, hidden: int, layers: int, zero_last: bool = False) -> nn.Sequential:
-    sizes = [size_in] + [hidden] * (layers - 1) + [size_out]
-    modules: list[nn.Module] = []
-    for i in range(len(sizes) - 1):
-        modules.append(nn.Linear(sizes[i], sizes[i + 1]))
-        if i < len(sizes) - 2:
-            modules.append(nn.ReLU())
+    """The NeRF head's MLP; ``zero_last`` starts its output at zero (the deformation starts at the canonical head)."""
+    net = mlp(size_in, size_out, hidden, layers)
     if zero_last:
-        nn.init.zeros_(modules[-1].weight)
-        nn.init.zeros_(modules[-1].bias)
-    return nn.Sequential(*modules)
+        nn.init.zeros_(net[-1].weight)
+        nn.init.zeros_(net[-1].bias)
+    return net
 
 
 def _logit(p: float) -> float:
@@ -193,7 +190,6 @@ class GaussianHead(HeadRepresentation):
         self.appearance_net = nn.Linear(s.appearance_dim, 6)   # zero codes (all frames at first, unseen frames)
         nn.init.zeros_(self.appearance_net.bias)               # give gain 1 and offset 0
         self.mouth_head = nn.Linear(s.audio_dim, len(s.mouth_names)) if s.mouth_names else None
-        self.register_buffer("seeded", torch.zeros((), dtype=torch.bool))
         self._cache: tuple | None = None
 
     @classmethod
@@ -245,7 +241,6 @@ class GaussianHead(HeadRepresentation):
         """Place the canonical Gaussians on :class:`synctalk.models.gaussian_init.SeedPoints` (a new workspace)."""
         self.face.seed(seeds.head, seeds.head_rgb, self.settings.init_opacity)
         self.mouth.seed(seeds.mouth, seeds.mouth_rgb, 0.5)
-        self.seeded.fill_(True)
         self._cache = None
 
     def train(self, mode: bool = True):
