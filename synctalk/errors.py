@@ -30,3 +30,8 @@ class DatasetError(UserInputError):
 
 class AssetError(SyncTalkError):
     """A downloadable model file is missing, corrupt, or cannot be fetched."""
+
+
+class DiskFullError(SyncTalkError):
+    """A write failed because the disk (or the user's quota) is full; the message names the path, the space left
+    and what was being written. The previous version of the file is intact (writes are atomic)."""

@@ -43,6 +43,17 @@ def restore_rng(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _save_atomic(state: dict[str, Any], path: Path) -> None:
+    """torch.save through an open file (so a full disk is an ENOSPC OSError, not torch's opaque RuntimeError),
+    synced to the disk before the rename; a failed write leaves the previous file intact."""
+    import os
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(state, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
 class CheckpointManager:
     """Numbered checkpoints in one folder; `best.pt` tracks the best `metric` (higher is better)."""
 
@@ -67,12 +78,10 @@ class CheckpointManager:
         the oldest numbered checkpoints beyond `keep_last` (never the one best.pt was copied from)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(step)
-        with atomic_path(path) as tmp:
-            torch.save({**state, "step": step, "metric": metric}, tmp)
+        _save_atomic({**state, "step": step, "metric": metric}, path)
         index = self._index()
         if metric is not None and (index.get("best_metric") is None or metric > index["best_metric"]):
-            with atomic_path(self.folder / "best.pt") as tmp:
-                torch.save({**state, "step": step, "metric": metric}, tmp)
+            _save_atomic({**state, "step": step, "metric": metric}, self.folder / "best.pt")
             index.update(best_step=step, best_metric=metric)
         index["latest_step"] = step
         atomic_write_json(self.folder / "index.json", index)
