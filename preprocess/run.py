@@ -234,7 +234,7 @@ def run_splits(ctx: Context) -> dict:
 
 
 def run_audio_features(ctx: Context) -> dict:
-    from synctalk.audio.features import compute_features
+    from synctalk.audio.features import backend_parts, compute_features
     from synctalk.audio.mel import melspectrogram, silent_fraction
 
     ds = ctx.dataset("frames", "audio", "landmarks")
@@ -246,7 +246,7 @@ def run_audio_features(ctx: Context) -> dict:
                     100 * silent)
     stats: dict = {"backend": audio_cfg.backend, "silent_fraction": round(silent, 4)}
     checkpoint = Path(audio_cfg.sync_checkpoint) if audio_cfg.sync_checkpoint else None
-    if audio_cfg.backend == "ave" and checkpoint is None:
+    if "ave" in backend_parts(audio_cfg.backend) and checkpoint is None:
         checkpoint, stats["sync_train"] = train_subject_sync_model(ctx, ds)
     features = compute_features(audio_cfg.backend, samples, ds.sample_rate_hz, len(ds), ds.fps,
                                 checkpoint=checkpoint, batch=audio_cfg.feature_batch, device=ctx.device,

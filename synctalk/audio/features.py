@@ -10,6 +10,7 @@ the frame's centre time `(i + 0.5) / fps`; sample 0 of the audio = the start of 
 | `hubert`   | `[N, 1024]`    | facebook/hubert-large-ls960-ft last hidden state (50 Hz) at frame centres  |
 | `wav2vec2` | `[N, 768]`     | facebook/wav2vec2-base-960h, likewise                                         |
 | `phones`   | `[N, 17]`      | visemes, loudness, voicing from a phone decoder (synctalk.audio.phones)      |
+| `A+B`      | `[N, dA + dB]` | 1-D backends side by side, e.g. `phones+ave` (the phones first)              |
 
 The transformers backends need `pip install transformers` and the model folder (config.json + weights) in the
 asset cache: `$SYNCTALK_MODELS/<repo name>/`; a clear error says which files to put where.
@@ -31,6 +32,21 @@ TRANSFORMERS_MODELS = {"hubert": "facebook/hubert-large-ls960-ft", "wav2vec2": "
 TRANSFORMERS_RATE_HZ = 50.0   # one hidden state per 20 ms
 TRANSFORMERS_CHUNK_S = 30.0   # long audio runs in chunks with context on both sides
 TRANSFORMERS_CONTEXT_S = 2.0
+
+
+def backend_parts(backend: str) -> tuple[str, ...]:
+    """The single backends of a backend name: `phones+ave` → ("phones", "ave"); `ave` → ("ave",)."""
+    parts = tuple(backend.split("+"))
+    unknown = [part for part in parts if part not in BACKENDS]
+    if unknown or not parts:
+        raise UserInputError(f"unknown audio backend '{backend}'; choose one of {', '.join(BACKENDS)} or a "
+                             f"combination of them such as phones+ave")
+    if len(set(parts)) != len(parts):
+        raise UserInputError(f"audio backend '{backend}' names a backend twice")
+    if len(parts) > 1 and "mel" in parts:
+        raise UserInputError(f"audio backend '{backend}': mel windows are 2-D [80, 16] and cannot be combined; "
+                             "combine 1-D backends (phones, ave, hubert, wav2vec2)")
+    return parts
 
 
 @dataclass
@@ -56,9 +72,16 @@ def compute_features(backend: str, samples: np.ndarray, sample_rate_hz: int, n_f
         model: a loaded SyncModel for `ave` (else `checkpoint` is loaded).
         batch: windows encoded at once; memory stays flat for long audio.
     """
-    if backend not in BACKENDS:
-        raise UserInputError(f"unknown audio backend '{backend}'; choose one of {', '.join(BACKENDS)}")
+    parts = backend_parts(backend)
     samples = check_audio(samples, sample_rate_hz)
+    if len(parts) > 1:
+        results = [compute_features(part, samples, melspec.SAMPLE_RATE_HZ, n_frames, fps, model, checkpoint, batch,
+                                    device, progress) for part in parts]
+        features = np.concatenate([result.features for result in results], axis=1)
+        info = {"backend": backend, "shape": [features.shape[1]], "parts": [result.info for result in results]}
+        for result in results:   # the ave part's sync model, where Avatar looks for it
+            info.update({key: result.info[key] for key in ("checkpoint", "checkpoint_sha256") if key in result.info})
+        return AudioFeatures(features, info)
     if backend in TRANSFORMERS_MODELS:
         features = transformers_features(backend, samples, n_frames, fps, device)
         return AudioFeatures(features, {"backend": backend, "model": TRANSFORMERS_MODELS[backend],

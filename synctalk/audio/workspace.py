@@ -32,15 +32,16 @@ def workspace_features(ds, cfg, workspace: Path, device="cpu") -> tuple[np.ndarr
         info = json.loads(info_path.read_text())
         if info.get("backend") == backend:
             return np.load(array_path), info
-    from synctalk.audio.features import compute_features
+    from synctalk.audio.features import backend_parts, compute_features
     from synctalk.io.atomic import atomic_save_npy, atomic_write_json
 
     checkpoint = cfg.audio.sync_checkpoint or (ds.root / "sync.pt")
-    if backend == "ave" and not Path(checkpoint).is_file():
-        raise SyncTalkError(f"train.audio_backend=ave needs a sync model: {checkpoint} is missing; set "
+    uses_ave = "ave" in backend_parts(backend)
+    if uses_ave and not Path(checkpoint).is_file():
+        raise SyncTalkError(f"train.audio_backend={backend} needs a sync model: {checkpoint} is missing; set "
                             "audio.sync_checkpoint")
     result = compute_features(backend, ds.audio(), ds.meta["sample_rate_hz"], len(ds), ds.fps,
-                              checkpoint=checkpoint if backend == "ave" else None, device=device)
+                              checkpoint=checkpoint if uses_ave else None, device=device)
     atomic_save_npy(array_path, result.features)
     atomic_write_json(info_path, result.info)
     return result.features, result.info

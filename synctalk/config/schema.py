@@ -73,10 +73,12 @@ class DemoConfig:
 
 @dataclass
 class AudioConfig:
-    backend: Literal["ave", "mel", "hubert", "wav2vec2", "phones"] = knob(
+    backend: Literal["ave", "mel", "hubert", "wav2vec2", "phones", "phones+ave", "phones+hubert",
+                     "phones+wav2vec2"] = knob(
         "ave", "Per-frame audio features: ave (the sync model's audio tower, 512-d), mel (the raw 80x16 mel "
         "window, the ablation baseline), hubert / wav2vec2 (transformers models from the asset cache), phones "
-        "(viseme activations, loudness and voicing from pocketsphinx's phone decoder: any voice, 17-d).")
+        "(viseme activations, loudness and voicing from pocketsphinx's phone decoder: any voice, 17-d); A+B puts "
+        "two 1-D backends side by side.")
     sync_checkpoint: str = knob("", "Sync model for the ave backend (from `synctalk sync-train`, or a "
                                 "Wav2Lip/SyncTalk audio-encoder .pth). Empty: preprocess trains one on the "
                                 "subject's own clip (SUBJECT/sync.pt, budget sync.budget_minutes).")
@@ -125,7 +127,8 @@ class TrainConfig:
     lr_mlp: float = knob(1e-3, "AdamW learning rate of the networks.")
     lr_final: float = knob(0.1, "Learning rates decay exponentially to this fraction by the end of a stage.")
     ema_decay: float = knob(0.99, "EMA of the weights used for evaluation and rendering (0: off).")
-    audio_backend: Literal["subject", "ave", "mel", "hubert", "wav2vec2", "phones"] = knob(
+    audio_backend: Literal["subject", "ave", "mel", "hubert", "wav2vec2", "phones", "phones+ave", "phones+hubert",
+                           "phones+wav2vec2"] = knob(
         "subject", "Audio features the head is conditioned on: the subject's (from preprocessing), or another "
         "backend computed from the subject's audio into the workspace (for ablations; ave uses SUBJECT/sync.pt or "
         "audio.sync_checkpoint).")

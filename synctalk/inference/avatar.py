@@ -97,7 +97,9 @@ class Avatar:
         return max(1, int(round(n_samples / SAMPLE_RATE_HZ * self.fps)))
 
     def sync_checkpoint(self) -> Path | None:
-        if self.feature_info.get("backend") != "ave":
+        from synctalk.audio.features import backend_parts
+
+        if "ave" not in backend_parts(self.feature_info.get("backend", "ave")):
             return None
         for candidate in (self.feature_info.get("checkpoint"), self.ds.root / "sync.pt"):
             if candidate and Path(candidate).is_file():
@@ -106,12 +108,14 @@ class Avatar:
                             f"{self.feature_info.get('checkpoint')} is gone (and {self.ds.root / 'sync.pt'} too); "
                             "put it back to compute features of new audio")
 
-    def audio_features(self, samples: np.ndarray, n_frames: int | None = None) -> np.ndarray:
-        """Features of 16 kHz mono ``samples`` with the backend the model was trained on → ``[N, ...]``."""
+    def audio_features(self, samples: np.ndarray, n_frames: int | None = None, backend: str | None = None
+                       ) -> np.ndarray:
+        """Features of 16 kHz mono ``samples`` with the backend the model was trained on (or ``backend``, one of its
+        parts) → ``[N, ...]``."""
         from synctalk.audio.features import compute_features
 
         n_frames = n_frames or self.n_frames(len(samples))
-        return compute_features(self.feature_info["backend"], samples, SAMPLE_RATE_HZ, n_frames, self.fps,
+        return compute_features(backend or self.feature_info["backend"], samples, SAMPLE_RATE_HZ, n_frames, self.fps,
                                 checkpoint=self.sync_checkpoint(), device=self.device).features
 
     @torch.no_grad()

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synctalk.audio.features import backend_parts
 from synctalk.errors import UserInputError
 
 log = logging.getLogger("synctalk.render")
@@ -109,10 +110,11 @@ class StreamRenderer:
 
         self.avatar, self.options = avatar, options
         self.fps = avatar.fps
-        backend = avatar.feature_info.get("backend")
-        self.context_s = TRANSFORMERS_CONTEXT_S if backend in ("hubert", "wav2vec2") else CONTEXT_S
+        parts = backend_parts(avatar.feature_info.get("backend", "ave"))
+        self.context_s = TRANSFORMERS_CONTEXT_S if {"hubert", "wav2vec2"} & set(parts) else CONTEXT_S
+        self.parts = parts                              # in feature order; phones from the tracker, others windowed
         self.phones = None
-        if backend == "phones":
+        if "phones" in parts:
             from synctalk.audio import phones
 
             self.phones = phones.PhoneTracker(avatar.fps)
@@ -150,12 +152,11 @@ class StreamRenderer:
                 self.phones.finish()
         if last:
             ready_features = ready = total
-        elif self.phones is not None:
-            ready_features = self.phones.ready()
-            ready = max(0, ready_features - self.ahead)
         else:
             heard_s = self.received / SAMPLE_RATE_HZ
             ready_features = max(0, math.floor(heard_s * self.fps - 0.5 - MEL_WINDOW_S * self.fps) + 1)
+            if self.phones is not None:
+                ready_features = min(ready_features, self.phones.ready())
             ready = max(0, ready_features - self.ahead)
         if ready <= self.done:
             return []
@@ -172,18 +173,20 @@ class StreamRenderer:
         have = max(self.features) + 1 if self.features else 0
         if upto <= have:
             return
-        if self.phones is not None:
-            for k, row in enumerate(self.phones.features(have, upto), start=have):
-                self.features[k] = row
-            return
-        first = max(0, have - int(math.ceil(self.context_s * self.fps)))
-        first -= first % self.align
-        start = int(round(first * self.samples_per_frame))
-        segment = self.audio[start - self.audio_start:]
-        n = (total if total is not None else upto) - first
-        features = self.avatar.audio_features(segment, n) if len(segment) else None
+        columns = []
+        for part in self.parts:
+            if part == "phones":
+                columns.append(self.phones.features(have, upto))
+                continue
+            first = max(0, have - int(math.ceil(self.context_s * self.fps)))
+            first -= first % self.align
+            start = int(round(first * self.samples_per_frame))
+            segment = self.audio[start - self.audio_start:]
+            n = (total if total is not None else upto) - first
+            columns.append(self.avatar.audio_features(segment, n, backend=part)[have - first:upto - first])
+        rows = columns[0] if len(columns) == 1 else np.concatenate(columns, axis=1)
         for k in range(have, upto):
-            self.features[k] = features[k - first]
+            self.features[k] = rows[k - have]
 
     def _render(self, frames: list[int], total: int | None) -> list[np.ndarray]:
         from synctalk.inference.video import render_frames

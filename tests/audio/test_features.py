@@ -43,6 +43,29 @@ def test_ave_backend_runs_the_audio_tower_in_batches(tmp_path):
     np.testing.assert_allclose(whole.features[40:41], direct, rtol=1e-4, atol=1e-5)
 
 
+def test_combined_backends_put_their_parts_side_by_side(tmp_path):
+    pytest.importorskip("pocketsphinx", reason="pocketsphinx is not installed (a dependency: pip install -e .)")
+    from synctalk.audio.sync_model import save_sync_model
+
+    torch.manual_seed(0)
+    save_sync_model(SyncModel(SyncModelConfig(0.25, 0.25)).eval(), tmp_path / "sync.pt")
+    samples = _speech(2.0)
+    both = feats.compute_features("phones+ave", samples, 16000, 50, 25.0, checkpoint=tmp_path / "sync.pt")
+    phones = feats.compute_features("phones", samples, 16000, 50, 25.0)
+    ave = feats.compute_features("ave", samples, 16000, 50, 25.0, checkpoint=tmp_path / "sync.pt")
+    np.testing.assert_array_equal(both.features, np.concatenate([phones.features, ave.features], 1))
+    assert both.info["shape"] == [phones.info["shape"][0] + 512]
+    assert [part["backend"] for part in both.info["parts"]] == ["phones", "ave"]
+    assert both.info["checkpoint_sha256"] == ave.info["checkpoint_sha256"]   # the render finds the sync model
+    assert feats.backend_parts("phones+ave") == ("phones", "ave")
+    with pytest.raises(UserInputError, match="mel windows are 2-D"):
+        feats.backend_parts("phones+mel")
+    with pytest.raises(UserInputError, match="twice"):
+        feats.backend_parts("phones+phones")
+    with pytest.raises(UserInputError, match="unknown audio backend 'phones\\+dsp'"):
+        feats.backend_parts("phones+dsp")
+
+
 def test_bad_audio_and_backend():
     with pytest.raises(MediaError, match="empty"):
         feats.compute_features("mel", np.zeros(0, np.float32), 16000, 10, 25.0)

@@ -62,6 +62,7 @@ def test_shipped_variants_load_from_their_folder():
     assert variants["audio_mel"].changes == {"train.audio_backend": "mel"}
     assert variants["audio_hubert"].changes == {"train.audio_backend": "hubert"}
     assert variants["audio_phones"].changes == {"train.audio_backend": "phones"}
+    assert variants["audio_phones_ave"].changes == {"train.audio_backend": "phones+ave"}
     assert variants["expression_off"].changes == {"train.expression": "none"}
     assert variants["expression_blink2"].changes == {"train.expression": "blink2"}
     assert variants["attention_off"].changes == {"train.attention_weight": 0.0}
@@ -205,3 +206,38 @@ def test_ablate_end_to_end(tmp_path, monkeypatch, capsys):
     calls.clear()
     A.ablate(subject, folder, out, budget=1.0, max_frames=2, progress=False)
     assert calls == ["baseline", "expression_off", "needs_judge"]
+
+
+def _dotted(values: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in values.items():
+        out += _dotted(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}={json.dumps(value)}"]
+    return out
+
+
+def test_shipped_phone_variants_run_under_ablate(tmp_path):
+    """configs/ablations/audio_phones{,_ave}.yaml as shipped (on a tiny recipe): both train and are evaluated."""
+    pytest.importorskip("pocketsphinx", reason="pocketsphinx is not installed (a dependency: pip install -e .)")
+    import shutil
+
+    import torch
+
+    from synctalk.audio.sync_model import SyncModel, SyncModelConfig, save_sync_model
+
+    subject = build_subject(tmp_path / "s", n_frames=12, size=(24, 24), audio=speech_like(12 / 25))
+    torch.manual_seed(0)
+    save_sync_model(SyncModel(SyncModelConfig(0.25, 0.25)).eval(), tmp_path / "sync.pt")   # not the judge
+    (tmp_path / "configs" / "ablations").mkdir(parents=True)
+    for name in ("default.yaml", "cpu.yaml", "ablations/audio_phones.yaml", "ablations/audio_phones_ave.yaml"):
+        shutil.copy(REPO / "configs" / name, tmp_path / "configs" / name)
+    tiny = config_to_dict(tiny_train_config(portrait_steps=0))
+    del tiny["train"]["audio_backend"]                                # the variants' own
+    overrides = _dotted({"train": tiny["train"], "model": tiny["model"]})
+    overrides.append(f"audio.sync_checkpoint={tmp_path}/sync.pt")
+    entries = A.ablate(subject, tmp_path / "configs" / "ablations", tmp_path / "out", overrides=overrides,
+                       max_frames=2, progress=False)
+    assert {e["name"]: e["status"] for e in entries} == {"audio_phones": "ok", "audio_phones_ave": "ok"}
+    for name, backend, width in (("audio_phones", "phones", 17), ("audio_phones_ave", "phones+ave", 17 + 512)):
+        info = json.loads((tmp_path / "out" / name / "workspace" / "audio_features.json").read_text())
+        assert info["backend"] == backend and info["shape"] == [width]
+        assert json.loads((tmp_path / "out" / name / "report" / "metrics.json").read_text())["frames"] == 2

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from conftest import speech_like
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -61,20 +62,25 @@ def test_streamed_frames_equal_the_offline_render(trained_workspace):
     assert len(renderer.audio) < 16000 * 1.5   # old audio is dropped
 
 
-def test_streamed_phones_frames_equal_the_offline_render(tmp_path):
-    """A workspace on the phones backend: the stream decodes phones incrementally and draws the offline frames."""
+@pytest.mark.parametrize("backend", ["phones", "phones+ave"])
+def test_streamed_phones_frames_equal_the_offline_render(tmp_path, backend):
+    """A workspace on the phones backend (alone or beside ave): the stream decodes phones incrementally and draws the
+    offline frames."""
     pytest.importorskip("pocketsphinx", reason="pocketsphinx is not installed (a dependency: pip install -e .)")
     from conftest import build_subject, tiny_train_config
 
+    from synctalk.audio.sync_model import SyncModel, SyncModelConfig, save_sync_model
     from synctalk.inference.avatar import Avatar
     from synctalk.train.trainer import train
 
     subject = build_subject(tmp_path / "s", n_frames=12, size=(24, 24), audio=speech_like(12 / 25))
-    cfg = tiny_train_config(audio_backend="phones", lips_steps=0, torso_steps=0, mouth_generator_steps=0,
+    torch.manual_seed(0)
+    save_sync_model(SyncModel(SyncModelConfig(0.25, 0.25)).eval(), subject / "sync.pt")
+    cfg = tiny_train_config(audio_backend=backend, lips_steps=0, torso_steps=0, mouth_generator_steps=0,
                             portrait_steps=0)
     train(subject, tmp_path / "ws", cfg, progress=False)
     avatar = Avatar.load(tmp_path / "ws")
-    assert avatar.feature_info["backend"] == "phones"
+    assert avatar.feature_info["backend"] == backend
     offline, streamed, arrivals, renderer = _stream_and_offline(avatar, speech_like(3.0, seed=7))
     assert len(streamed) == len(offline)
     np.testing.assert_array_equal(np.stack(streamed), np.stack(offline))
