@@ -16,7 +16,7 @@ def add_common_args(parser: argparse.ArgumentParser, default_config: str | None 
                             + (f" (default: {default_config})" if default_config else ""))
     group.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
                        help="compute device (default: the config's, normally auto)")
-    group.add_argument("--seed", type=int, default=None, help="random seed (default: the config's)")
+    group.add_argument("--seed", type=seed_value, default=None, help="random seed (default: the config's)")
     group.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv: debug)")
     group.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
@@ -76,6 +76,53 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not positive; give a whole number of 1 or more")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (frame indices, offsets)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; give a whole number of 0 or more")
+    return value
+
+
+def seed_value(text: str) -> int:
+    """argparse type: a random seed, 0 <= seed < 2**32 (what numpy accepts)."""
+    value = nonnegative_int(text)
+    if value >= 2 ** 32:
+        raise argparse.ArgumentTypeError(f"{value} is too large for a seed; give a whole number below 2**32")
+    return value
+
+
+def _number(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (rates, lengths, gains)."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is not positive; give a number greater than 0")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (times, budgets where 0 means none)."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value:g} is negative; give a number of 0 or more")
     return value
 
 

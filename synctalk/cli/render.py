@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from synctalk.cli.common import add_common_args
+from synctalk.cli.common import add_common_args, nonnegative_int, positive_float, positive_int
 
 
 def register(subparsers) -> None:
@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     parser.add_argument("--pose", choices=("train", "still", "smooth"), default="train",
                         help="head motion: replay the training frames back and forth (train), one frame (still), "
                              "or a smoothed replay (smooth)")
-    parser.add_argument("--still-frame", type=int, help="frame used by --pose still (default: first training frame)")
+    parser.add_argument("--still-frame", type=nonnegative_int,
+                        help="frame used by --pose still (default: first training frame)")
     parser.add_argument("--blink", choices=("source", "auto", "none"), default="source",
                         help="blinks from the replayed frames (source), random natural blinks (auto), or none")
     parser.add_argument("--portrait", action="store_true",
@@ -28,12 +29,12 @@ def register(subparsers) -> None:
                                                                    "the workspace has a trained restorer")
     parser.add_argument("--no-mouth", action="store_true", help="keep the head field's own mouth even when the "
                                                                 "workspace has a trained mouth stage")
-    parser.add_argument("--mouth-gain", type=float,
+    parser.add_argument("--mouth-gain", type=positive_float,
                         help="style: scale of the mouth movement the audio predicts (default 1: the predictor's "
                              "spread is matched to the real mouth's; workspaces trained before that keep their "
                              "old factor of 2.5 built in)")
     parser.add_argument("--source", type=Path, help="the original video, if it moved since preprocessing")
-    parser.add_argument("--size", type=int, help="render side in pixels (default: the subject's)")
+    parser.add_argument("--size", type=positive_int, help="render side in pixels (default: the subject's)")
     parser.add_argument("--frames-dir", type=Path, help="also write every frame as PNG here")
     parser.add_argument("--allow-silent", action="store_true", help="render silent audio instead of refusing it")
     add_common_args(parser)

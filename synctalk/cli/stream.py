@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from synctalk.cli.common import add_common_args
+from synctalk.cli.common import add_common_args, positive_float, positive_int
 
 
 def register(subparsers) -> None:
@@ -19,15 +19,15 @@ def register(subparsers) -> None:
     parser.add_argument("--audio", required=True,
                         help="audio file (read at real-time pace), or '-' for raw s16le mono PCM on stdin")
     parser.add_argument("-o", "--output", required=True, help="output .mp4, raw RGB24 file, or '-' (stdout)")
-    parser.add_argument("--rate", type=int, default=16000, help="sample rate of PCM on stdin (Hz)")
-    parser.add_argument("--chunk", type=float, default=0.2, help="audio chunk length in seconds")
+    parser.add_argument("--rate", type=positive_int, default=16000, help="sample rate of PCM on stdin (Hz)")
+    parser.add_argument("--chunk", type=positive_float, default=0.2, help="audio chunk length in seconds")
     parser.add_argument("--as-fast-as-possible", action="store_true",
                         help="read an audio file without waiting for real time (benchmarks)")
     parser.add_argument("--pose", choices=("train", "still", "smooth"), default="train", help="as in render")
     parser.add_argument("--blink", choices=("source", "auto", "none"), default="source", help="as in render")
-    parser.add_argument("--size", type=int, help="render side in pixels (default: the subject's)")
+    parser.add_argument("--size", type=positive_int, help="render side in pixels (default: the subject's)")
     parser.add_argument("--no-mouth", action="store_true", help="as in render")
-    parser.add_argument("--mouth-gain", type=float, help="as in render")
+    parser.add_argument("--mouth-gain", type=positive_float, help="as in render")
     add_common_args(parser)
     parser.set_defaults(handler=run)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from synctalk.cli.common import add_common_args
+from synctalk.cli.common import add_common_args, nonnegative_float, positive_int
 
 
 def register(subparsers) -> None:
@@ -20,8 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write (e.g. sync.pt)")
     parser.add_argument("--held-out", nargs="+", default=[], metavar="PATH",
                         help="clips scored during training (offset, LSE-D/C) and never trained on")
-    parser.add_argument("--minutes", type=float, help="wall-clock budget (sync.budget_minutes)")
-    parser.add_argument("--steps", type=int, help="training steps (sync.max_steps)")
+    parser.add_argument("--minutes", type=nonnegative_float, help="wall-clock budget (sync.budget_minutes)")
+    parser.add_argument("--steps", type=positive_int, help="training steps (sync.max_steps)")
     parser.add_argument("--init", type=Path, help="start from this checkpoint (ours or a Wav2Lip/SyncTalk audio "
                                                   "encoder) instead of random weights")
     add_common_args(parser)
@@ -48,6 +48,9 @@ def run(args: argparse.Namespace) -> int:
         args.overrides.append(f"sync.budget_minutes={args.minutes}")
     if args.steps is not None:
         args.overrides.append(f"sync.max_steps={args.steps}")
+    from synctalk.io.outputs import check_output_file
+
+    check_output_file(args.output, "sync model checkpoint", inputs=[*args.corpus, *args.held_out, args.init])
     cfg = resolve_config(args)
     device = compute_device(cfg)
     progress = verbosity(args) >= 0

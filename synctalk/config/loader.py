@@ -214,8 +214,23 @@ def _build(schema: type[T], values: dict[str, Any], prefix: str) -> T:
                 raise ConfigError(f"'{key}' is a section; set its keys (e.g. {key}.<key>=...), not a value")
             kwargs[f.name] = _build(hint, value, key + ".")
         else:
-            kwargs[f.name] = _coerce(value, hint, key)
+            kwargs[f.name] = _check_range(_coerce(value, hint, key), f.metadata, key)
     return schema(**kwargs)
+
+
+def _check_range(value: Any, metadata: Any, key: str) -> Any:
+    """``value`` when it is within the field's bounds (``knob(..., at_least=, above=, at_most=, below=)``), else a
+    ConfigError naming the key, the allowed range and the value."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return value
+    tests = {"at_least": (lambda v, b: v >= b, ">="), "above": (lambda v, b: v > b, ">"),
+             "at_most": (lambda v, b: v <= b, "<="), "below": (lambda v, b: v < b, "<")}
+    bounds = [(name, metadata[name]) for name in tests if metadata.get(name) is not None]
+    if all(tests[name][0](value, bound) for name, bound in bounds):
+        return value
+    allowed = " and ".join(f"{tests[name][1]} {bound:g}" if isinstance(bound, float) else f"{tests[name][1]} {bound}"
+                           for name, bound in bounds)
+    raise ConfigError(f"'{key}' must be {allowed}, got {value!r}; set it with {key}=VALUE (or in the config file)")
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:

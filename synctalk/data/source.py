@@ -9,24 +9,52 @@ Frame ``k`` is decoded with the same fps filter preprocessing used, so it is the
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from synctalk.errors import DatasetError
 
+log = logging.getLogger("synctalk.data")
+
+
+def _identity(video: Path) -> dict:
+    """What recognises a video file again after a move (same size and modification time), and its path."""
+    stat = video.stat()
+    return {"video": str(video.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
 
 class SourceFrames:
+    """``video``: the original video when given explicitly (``--source``); a cache made from another file is then
+    extracted again from it (a cache of the same file, moved or not, is kept)."""
+
     def __init__(self, ds, folder: str | Path, video: str | Path | None = None):
         self.ds = ds
         self.folder = Path(folder)
         source = ds.meta.get("source", {})
         self.video = Path(video or source.get("path", ""))
+        self.explicit = video is not None
         self.expected = source
 
     def _done(self) -> bool:
         marker = self.folder / "done.json"
-        return marker.is_file() and json.loads(marker.read_text()).get("n_frames") == len(self.ds)
+        if not marker.is_file():
+            return False
+        done = json.loads(marker.read_text())
+        if done.get("n_frames") != len(self.ds):
+            return False
+        if self.explicit and self.video.is_file() and not self._same_video(done):
+            log.info("portrait: extracting the original frames again from --source %s (the cache in %s was made "
+                     "from %s)", self.video, self.folder, done.get("video"))
+            return False
+        return True
+
+    def _same_video(self, done: dict) -> bool:
+        now = _identity(self.video)
+        if "size" in done and "mtime_ns" in done:
+            return (done["size"], done["mtime_ns"]) == (now["size"], now["mtime_ns"])
+        return Path(done.get("video", "")).resolve() == Path(now["video"])
 
     def ensure(self, progress: bool = True) -> None:
         """Extract the frames unless the cache is complete (a partial cache is redone)."""
@@ -46,6 +74,7 @@ class SourceFrames:
                                f"{self.expected.get('width')}x{self.expected.get('height')} video; pass the same "
                                "video with --source")
         self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "done.json").unlink(missing_ok=True)  # a run killed while extracting leaves no complete mark
         count = 0
         frames = read_frames(self.video, fps=self.ds.fps, info=info, max_frames=len(self.ds))
         for k, frame in enumerate(track(frames, "source frames", total=len(self.ds), unit="frame", leave=False,
@@ -55,7 +84,7 @@ class SourceFrames:
         if count < len(self.ds):
             raise DatasetError(f"{self.video}: gave {count} frames at {self.ds.fps:g} fps, the subject has "
                                f"{len(self.ds)}; is this the video the subject was made from?")
-        atomic_write_json(self.folder / "done.json", {"n_frames": count, "video": str(self.video)})
+        atomic_write_json(self.folder / "done.json", {"n_frames": count, **_identity(self.video)})
 
     def path(self, index: int) -> Path:
         return self.folder / f"{index:06d}.jpg"

@@ -158,7 +158,11 @@ DEMO_STAGES: list[tuple[str, Callable[[SyncTalkConfig, DemoReport], None] | None
 
 def run_demo(cfg: SyncTalkConfig, out_dir: str | Path) -> DemoReport:
     """Run every available stage in order; returns what ran, what is next, and where the outputs are."""
+    from synctalk.io.outputs import check_output_dir, written_config
+
     report = DemoReport(out_dir=Path(out_dir))
+    check_output_dir(report.out_dir, "demo output folder", "-o",
+                     ours=lambda folder: written_config(folder) or (folder / "demo_report.json").is_file())
     report.out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, report.out_dir)
     blocked = None

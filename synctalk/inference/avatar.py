@@ -25,6 +25,39 @@ log = logging.getLogger("synctalk.render")
 SAMPLE_RATE_HZ = 16000
 
 
+def unfinished_stages(state: dict, cfg, workspace: Path) -> list[str]:
+    """The training stages of a workspace's ``train_log.json`` state that its config asks for (steps > 0) and that
+    are neither done nor skipped, each as ``"lips: stopped at step 2 of 4"``; empty when training is finished."""
+    from synctalk.train.checkpoint import CheckpointManager
+    from synctalk.train.trainer import STAGES
+
+    out = []
+    for stage in STAGES:
+        steps = getattr(cfg.train, "mouth_generator_steps" if stage == "mouth" else f"{stage}_steps")
+        info = state.get("stages", {}).get(stage, {})
+        status = info.get("status", "pending")
+        if steps <= 0 or status in ("done", "skipped"):
+            continue
+        saved = CheckpointManager(Path(workspace) / "checkpoints" / stage).steps()
+        step = info.get("step", saved[-1] if saved else None)
+        if status == "interrupted":
+            out.append(f"{stage} stopped at step {step} of {steps}")
+        elif status == "running":
+            out.append(f"{stage} running or killed" + (f", last checkpoint at step {step} of {steps}"
+                                                         if step is not None else ", no checkpoint yet"))
+        else:
+            out.append(f"{stage} not started")
+    return out
+
+
+def finish_command(subject: Path, workspace: Path) -> str:
+    """The command that resumes a workspace's training with the config it was started with."""
+    import shlex
+
+    return (f"synctalk train {shlex.quote(str(subject))} -w {shlex.quote(str(workspace))} --config "
+            f"{shlex.quote(str(Path(workspace) / 'config.yaml'))}")
+
+
 @dataclass
 class Avatar:
     workspace: Path
@@ -79,6 +112,10 @@ class Avatar:
         else:
             log.info("%s: no torso stage; the head is drawn over each pose frame's torso plate", workspace)
             torso = None
+        unfinished = unfinished_stages(state, cfg, workspace)
+        if unfinished:
+            log.warning("%s: training is not finished (%s); rendering with what it has. Finish it with: %s",
+                        workspace, "; ".join(unfinished), finish_command(subject_dir, workspace))
         for module in (head, torso):
             if module is not None:
                 module.eval()

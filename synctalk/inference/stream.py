@@ -280,11 +280,20 @@ def stream(workspace: str | Path, source: str, out: str, options=None, rate: int
     """Stream ``source`` (a file path, or "-" for raw PCM on stdin) through the avatar into ``out`` (an .mp4, a
     raw RGB24 file, or "-" for stdout)."""
     from synctalk.inference.avatar import Avatar
-    from synctalk.inference.video import RenderOptions, apply_mouth_options
+    from synctalk.inference.video import RenderOptions, apply_mouth_options, check_options
 
     options = options or RenderOptions()
     if options.portrait:
         raise UserInputError("stream renders the subject's frame; --portrait is for `synctalk render`")
+    check_options(options)
+    if not rate > 0:
+        raise UserInputError(f"--rate must be a sample rate in Hz > 0 (e.g. 16000), got {rate}")
+    if not chunk_s > 0:
+        raise UserInputError(f"--chunk must be a length in seconds > 0 (e.g. 0.2), got {chunk_s}")
+    if out != "-":
+        from synctalk.io.outputs import check_output_file
+
+        check_output_file(out, "stream output", inputs=[None if source == "-" else source])
     avatar = apply_mouth_options(Avatar.load(workspace, device), options)
     renderer = StreamRenderer(avatar, options)
     chunks = pcm_chunks(sys.stdin.buffer, rate, chunk_s) if source == "-" else file_chunks(source, chunk_s,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import tempfile
 import time
 from collections.abc import Callable
@@ -95,14 +96,13 @@ def render_video(workspace: str | Path, audio: str | Path, out: str | Path, opti
 
     options = options or RenderOptions()
     out = Path(out)
-    for path in (out, options.plain_video):
-        if path is not None and Path(path).suffix.lower() != ".mp4":
-            raise UserInputError(f"{path}: the output must be an .mp4 file")
-    if options.plain_video is not None and not options.portrait:
-        raise UserInputError("plain_video is the render before paste-back; it needs portrait=True")
+    check_render_outputs(out, options, audio)
     samples, native, rate = load_driving_audio(audio, options.allow_silent)
+    log.info("loading the workspace %s", workspace)
     avatar = apply_mouth_options(Avatar.load(workspace, device), options)
     n = avatar.n_frames(len(samples))
+    log.info("audio features (%s) of %.1f s of audio for %d frames", avatar.feature_info.get("backend", "?"),
+             len(samples) / 16000, n)
     features = avatar.audio_features(samples, n)
     drive = make_drive(n, avatar.subject.poses.cpu().numpy(), avatar.subject.expressions.cpu().numpy(),
                        avatar.head.expression_names, avatar.subject.train, avatar.fps, options.pose,
@@ -139,10 +139,47 @@ def render_video(workspace: str | Path, audio: str | Path, out: str | Path, opti
     return report
 
 
+def check_options(options: RenderOptions) -> None:
+    """Refuse numbers that cannot work, before anything is loaded (the CLI refuses them when parsing, too)."""
+    if not options.mouth_gain > 0:
+        raise UserInputError(f"--mouth-gain must be positive, got {options.mouth_gain}")
+    if options.size is not None and options.size < 1:
+        raise UserInputError(f"--size must be a whole number of pixels >= 1 (or left out for the subject's size), "
+                             f"got {options.size}")
+    if options.still_frame is not None and options.still_frame < 0:
+        raise UserInputError(f"--still-frame must be a frame index >= 0, got {options.still_frame}")
+    if options.chunk < 1:
+        raise UserInputError(f"the render chunk must be >= 1 frame, got {options.chunk}")
+
+
+def _frames_only(folder: Path) -> bool:
+    """A --frames-dir that holds only frame PNGs (a previous render's): it may be written again."""
+    return all(re.fullmatch(r"\d{6}\.png", p.name) for p in folder.iterdir())
+
+
+def check_render_outputs(out: Path, options: RenderOptions, audio: str | Path) -> None:
+    """Everything the render will write, checked before the work (see synctalk.io.outputs)."""
+    from synctalk.io.outputs import check_output_dir, check_output_file
+
+    check_options(options)
+    if options.plain_video is not None and not options.portrait:
+        raise UserInputError("plain_video is the render before paste-back; it needs portrait=True")
+    if options.source is not None and not options.portrait:
+        raise UserInputError(f"--source {options.source} is the original video for the --portrait paste-back; add "
+                             "--portrait, or leave --source out")
+    if options.source is not None and not Path(options.source).is_file():
+        raise UserInputError(f"--source {options.source}: no such video file; give the original video the subject "
+                             "was made from")
+    check_output_file(out, "output video", suffixes=(".mp4",), inputs=[audio, options.source])
+    if options.plain_video is not None:
+        check_output_file(options.plain_video, "plain video", suffixes=(".mp4",), inputs=[audio, options.source, out])
+    if options.frames_dir is not None:
+        check_output_dir(options.frames_dir, "frames folder", "--frames-dir", ours=_frames_only)
+
+
 def apply_mouth_options(avatar, options: RenderOptions):
     """The avatar without its mouth stage (``options.mouth`` False) or with ``options.mouth_gain``."""
-    if options.mouth_gain <= 0:
-        raise UserInputError(f"--mouth-gain must be positive, got {options.mouth_gain}")
+    check_options(options)
     if not options.mouth:
         avatar.mouth = None
     avatar.mouth_gain = options.mouth_gain
@@ -188,7 +225,7 @@ class PortraitCompositor:
         from synctalk.models.portrait import Crop
 
         self.avatar = avatar
-        self.crop = Crop.from_meta(avatar.ds.meta)
+        self.crop = Crop.from_meta(avatar.ds.meta, avatar.ds.root)
         self.source = SourceFrames(avatar.ds, avatar.workspace / "portrait" / "source", options.source)
         self.source.ensure()
         self.restorer = load_restorer(avatar.workspace, avatar.device) if options.restorer else None

@@ -299,7 +299,12 @@ class VideoWriter:
         if frame.shape[:2] != self._size:
             raise ValueError(f"frame {self.frames_written} has size {frame.shape[:2]}, the video is {self._size}")
         assert self._proc is not None and self._proc.stdin is not None
-        self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).tobytes())
+        except BrokenPipeError:  # ffmpeg stopped (a full disk, a killed process): say why, not "broken pipe"
+            err = self._proc.stderr.read().decode(errors="replace") if self._proc.stderr else ""
+            self._abort()
+            raise self._failure(err) from None
         self.frames_written += 1
 
     def write_all(self, frames: Iterable[np.ndarray]) -> None:
@@ -317,9 +322,16 @@ class VideoWriter:
         assert self._tmp is not None
         if code != 0:
             self._tmp.unlink(missing_ok=True)
-            raise MediaError(f"{self.path}: ffmpeg failed to encode ({_last_line(err)})")
+            raise self._failure(err)
         os.replace(self._tmp, self.path)
         return self.path
+
+    def _failure(self, err: str) -> Exception:
+        from synctalk.io.atomic import DISK_FULL_TEXT, disk_full_error
+
+        if DISK_FULL_TEXT in err:
+            return disk_full_error(self.path, what=f"the video ({self.frames_written} frames encoded)")
+        return MediaError(f"{self.path}: ffmpeg failed to encode ({_last_line(err)})")
 
     def _abort(self) -> None:
         """Stop ffmpeg and delete the partial file; an existing `path` is left untouched."""

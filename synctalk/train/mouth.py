@@ -40,17 +40,18 @@ def _blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(images, (radius,) * 4, mode="replicate"), kernel, groups=images.shape[1])
 
 
-def footage_crops(ds, size: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def footage_crops(ds, size: int, device, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Every frame's mouth crop with a margin for the jitter, as uint8 ``[N, 3, P, P]`` (P = OUTER·size, so memory
     does not grow with the frame size), and each frame's mouth box in that crop's pixels ``[N, 3]``."""
     from synctalk.models.mouth import crop, mouth_boxes
+    from synctalk.progress import track
 
     boxes = mouth_boxes(ds.landmarks)
     outer = boxes.clone()
     outer[:, 2] *= OUTER
     side = int(np.ceil(size * OUTER))
     crops = torch.empty(len(ds), 3, side, side, dtype=torch.uint8)
-    for frame in range(len(ds)):
+    for frame in track(range(len(ds)), "mouth: footage crops", unit="frame", leave=False, enabled=progress):
         image = torch.as_tensor(np.array(ds.gt(frame)), dtype=torch.float32).permute(2, 0, 1)[None]
         crops[frame] = crop(image, outer[frame:frame + 1], side)[0].round().clamp(0, 255).to(torch.uint8)
     inner = torch.stack([torch.full((len(ds),), side / 2), torch.full((len(ds),), side / 2),
@@ -93,6 +94,7 @@ def train_mouth(ctx) -> None:
         return
     size = tcfg.mouth_generator_size
     train_frames, val_frames = list(ctx.data.train), list(ctx.data.val)
+    log.info("mouth stage: fitting the audio -> mouth predictor on %d training frames", len(train_frames))
     shapes = ctx.data.mouth
     shapes_np = shapes.cpu().numpy()
     features = ctx.data.features.cpu().numpy()
@@ -106,7 +108,7 @@ def train_mouth(ctx) -> None:
              "mouth's (jawOpen x%.2f)", report["val_r"].mean(), report["val_r"][jaw], report["scale"][jaw])
 
     device = ctx.device
-    crops, boxes = footage_crops(ds, size, device)
+    crops, boxes = footage_crops(ds, size, device, progress=ctx.progress)
 
     torch.manual_seed(ctx.cfg.seed)
     config = {"n_shapes": len(MOUTH_BLENDSHAPE_NAMES), "width": tcfg.mouth_generator_width}

@@ -66,7 +66,9 @@ class TrainReport:
         for stage, info in self.stages.items():
             line = f"{stage:8s} {info.get('status', '')}: {info.get('step', 0)} steps in {info.get('seconds', 0):.0f} s"
             if info.get("val_psnr") is not None:
-                line += f", validation PSNR {info['val_psnr']:.2f} dB"
+                where = "PSNR on a training frame (no validation frames)" if info.get("val_on_train") else \
+                    "validation PSNR"
+                line += f", {where} {info['val_psnr']:.2f} dB"
             if "val_region_psnr_restored" in info:
                 line += (f", repair-region PSNR {info['val_region_psnr_paste']:.2f} dB (paste-back) -> "
                          f"{info['val_region_psnr_restored']:.2f} dB (restorer)")
@@ -107,6 +109,8 @@ class Trainer:
         self.cfg, self.tcfg = cfg, tcfg
         self.device = torch.device(device)
         configure_precision(self.device, tcfg.tf32)
+        log.info("%s: %d frames; audio features (train.audio_backend=%s)", self.ds.root, len(self.ds),
+                 tcfg.audio_backend)
         features, _ = workspace_features(self.ds, cfg, self.workspace, self.device)
         feature_shape = tuple(features.shape[1:])
         self.log = TrainLog(self.workspace / "train_log.json", {
@@ -115,6 +119,7 @@ class Trainer:
         spec = subject_spec(cfg, feature_shape, len(self.ds), box=self._head_box())
         self.head, self.torso = build_models(cfg, spec, self.device)
         if not any((self.workspace / "checkpoints" / "head").glob("*.pt")):
+            log.info("preparing the %s head from the subject", cfg.model.head)
             self.head.prepare(self.ds)  # a head stage that has not saved yet starts from the subject again
         self.data = load_subject(self.ds, self.device, self.head.expression_names, tcfg.poses, features)
         self.writer = SummaryWriter(str(self.workspace / "tb"))
@@ -191,6 +196,39 @@ def train(subject: str | Path, workspace: str | Path, cfg: SyncTalkConfig, devic
           stages: tuple[str, ...] = STAGES, redo: tuple[str, ...] = ()) -> TrainReport:
     """Train the stages (see module docstring); resumes what the workspace holds, except the ``redo`` stages,
     which start over (e.g. the torso after changing its settings)."""
+    check_workspace(workspace)
+    check_head_trained(workspace, cfg, stages, redo)
     trainer = Trainer(subject, workspace, cfg, device, progress)
     trainer.redo(redo)
     return trainer.run(stages)
+
+
+def is_workspace(folder: Path) -> bool:
+    """Whether ``folder`` was written by `synctalk train` (its train log, or the config.yaml it writes first)."""
+    from synctalk.io.outputs import written_config
+
+    return (Path(folder) / "train_log.json").is_file() or written_config(folder)
+
+
+def check_workspace(workspace: str | Path) -> None:
+    """Before any work: the workspace is a folder that can be written, new, empty or a workspace (resumed)."""
+    from synctalk.io.outputs import check_output_dir
+
+    check_output_dir(workspace, "workspace", "-w", ours=is_workspace)
+
+
+def check_head_trained(workspace: str | Path, cfg: SyncTalkConfig, stages: tuple[str, ...],
+                       redo: tuple[str, ...] = ()) -> None:
+    """Refuse a run whose lips, torso or portrait stage would start from an untrained head: the head stage is not
+    in ``stages`` or has 0 steps, and the workspace holds no head checkpoint."""
+    tcfg = cfg.train
+    needing = [s for s in ("lips", "torso", "portrait") if s in stages and getattr(tcfg, f"{s}_steps") > 0]
+    if not needing or ("head" in stages and tcfg.head_steps > 0):
+        return
+    if "head" not in redo and CheckpointManager(Path(workspace) / "checkpoints" / "head").steps():
+        return
+    why = "train.head_steps is 0" if "head" in stages else "--stages leaves out head"
+    raise ConfigError(f"{why}, but the {', '.join(needing)} stage{'s' if len(needing) > 1 else ''} need a trained "
+                      f"head and {workspace} has no head checkpoint: they would train on an untrained head. Train the "
+                      f"head first (train.head_steps > 0, default {type(tcfg)().head_steps}, with head in --stages), "
+                      f"or run only the stages that do not need it (--stages mouth)")
