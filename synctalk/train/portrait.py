@@ -98,6 +98,7 @@ def train_portrait(ctx, budget_s: float = 0.0) -> None:
     if tcfg.portrait_steps <= 0 or info.get("status") == "done":
         return
     source = SourceFrames(ctx.ds, ctx.workspace / "portrait" / "source")
+    log.info("portrait stage: the original video's frames (%s)", source.video)
     try:
         source.ensure(progress=ctx.progress)
         crop = Crop.from_meta(ctx.ds.meta)
@@ -113,10 +114,14 @@ def train_portrait(ctx, budget_s: float = 0.0) -> None:
     device = ctx.device
     train_frames = ctx.data.train
     picks = np.linspace(0, len(train_frames) - 1, min(tcfg.portrait_frames, len(train_frames))).round().astype(int)
-    val_frames = ctx.data.val[:: max(1, len(ctx.data.val) // 4)][:4]
-    pairs = [make_pair(ctx, train_frames[k], source, crop)
-             for k in track(picks, "portrait renders", unit="frame", leave=False, enabled=ctx.progress)]
-    val_pairs = [make_pair(ctx, frame, source, crop) for frame in val_frames]
+    val_frames = list(ctx.data.val[:: max(1, len(ctx.data.val) // 4)][:4])
+    log.info("portrait stage: rendering %d training and %d validation frames at %d px and pasting them back into "
+             "the original video's frames", len(picks), len(val_frames), ctx.ds.width)
+    frames = [int(train_frames[k]) for k in picks] + [int(f) for f in val_frames]
+    made = [make_pair(ctx, frame, source, crop)
+            for frame in track(frames, "portrait: render and paste back", unit="frame", leave=False,
+                               enabled=ctx.progress)]
+    pairs, val_pairs = made[:len(picks)], made[len(picks):]
 
     torch.manual_seed(ctx.cfg.seed)
     restorer = Restorer(**RESTORER_CONFIG).to(device)

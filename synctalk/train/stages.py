@@ -137,11 +137,13 @@ class HeadStage(PixelStage):
         steps = tcfg.mouth_warmup_steps if getattr(head, "mouth_head", None) is not None else 0
         if steps <= 0:
             return 0.0
+        from synctalk.progress import track
+
         t0 = time.perf_counter()
         frames = torch.as_tensor(data.train, device=self.ctx.device)
         params = list(head.audio_net.parameters()) + list(head.mouth_head.parameters())
         optimizer = torch.optim.Adam(params, lr=tcfg.lr_mlp)
-        for _ in range(steps):
+        for _ in track(range(steps), "head: audio warm-up", unit="step", leave=False, enabled=self.ctx.progress):
             loss = self.mouth_loss(frames, head.encode_audio(data.features, frames))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -211,6 +213,7 @@ class TorsoStage(PixelStage):
         aligned by its torso track."""
         from synctalk.data.affine import warp_to_canonical
         from synctalk.models.torso import torso_prior
+        from synctalk.progress import track
 
         ds, ctx = self.ctx.ds, self.ctx
         train = np.asarray(ctx.data.train)
@@ -218,7 +221,8 @@ class TorsoStage(PixelStage):
         tracks = np.asarray(ds.torso_track)
         rgb, alpha = torso_prior(((warp_to_canonical(ds.gt(int(f)), tracks[f]),
                                    warp_to_canonical(ds.parsing(int(f)), tracks[f], nearest=True))
-                                  for f in frames), TORSO_LABELS)
+                                  for f in track(frames, "torso: mean torso", unit="frame", leave=False,
+                                                 enabled=ctx.progress)), TORSO_LABELS)
         ctx.torso.set_prior(rgb, alpha)
         picture = torch.cat([rgb * alpha[..., None], alpha[..., None].expand_as(rgb)], dim=1)
         ctx.writer.add_image("torso/prior (mean torso premultiplied | alpha)", picture.permute(2, 0, 1), 0)
