@@ -26,9 +26,12 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "list":
         print(f"model cache: {assets.cache_dir()}")
         for asset in assets.REGISTRY.values():
-            state = "present" if assets.is_available(asset.name) else "missing"
-            print(f"  {asset.name:<18} {state:<8} {asset.filename:<24} {asset.size_bytes / 1e6:6.1f} MB  "
-                  f"{asset.licence:<12} {asset.description}")
+            present = assets.is_available(asset.name)
+            size = assets.path_of(asset.name).stat().st_size if present else asset.size_bytes
+            origin = (f" [converted from {asset.source}, a {asset.size_bytes / 1e6:.1f} MB download]"
+                      if asset.build else "")
+            print(f"  {asset.name:<18} {'present' if present else 'missing':<8} {asset.filename:<24} "
+                  f"{size / 1e6:6.1f} MB  {asset.licence:<12} {asset.description}{origin}")
         return 0
     names = args.names or (list(assets.REGISTRY) if args.action == "fetch" else [])
     if not names:
