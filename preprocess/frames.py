@@ -9,12 +9,13 @@ can be pasted back into the original frames.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from synctalk.errors import MediaError
+from synctalk.errors import MediaError, UserInputError
 from synctalk.io.media import MediaInfo, read_frames
 
 log = logging.getLogger("synctalk.preprocess")
@@ -48,8 +49,10 @@ class Crop:
                 "source_height": info.height}
 
 
-def detect_faces(video: Path, info: MediaInfo, every_s: float) -> list[list[FaceBox]]:
-    """Faces in frames sampled every `every_s` seconds: one list of FaceBox (source pixels) per sample."""
+def detect_faces(video: Path, info: MediaInfo, every_s: float,
+                 on_sample: Callable[[], object] | None = None) -> list[list[FaceBox]]:
+    """Faces in frames sampled every `every_s` seconds: one list of FaceBox (source pixels) per sample
+    (`on_sample()` is called after each, for progress)."""
     import cv2
 
     from synctalk.runtime import import_mediapipe, native_stderr_captured
@@ -72,6 +75,8 @@ def detect_faces(video: Path, info: MediaInfo, every_s: float) -> list[list[Face
                 boxes.append(FaceBox(cx=(b.xmin + b.width / 2) * info.width, cy=(b.ymin + b.height / 2) * info.height,
                                      width=b.width * info.width, height=b.height * info.height, score=det.score[0]))
             samples.append(boxes)
+            if on_sample is not None:
+                on_sample()
     return samples
 
 
@@ -101,10 +106,164 @@ def choose_crop(faces: list[FaceBox], info: MediaInfo, face_fraction: float) -> 
     return Crop(x0, y0, side)
 
 
-def find_crop(video: Path, info: MediaInfo, face_fraction: float, every_s: float) -> tuple[Crop, dict]:
-    """Search the clip for the face and choose the crop. Raises MediaError when no face is found anywhere."""
-    samples = detect_faces(video, info, every_s)
-    faces = [f for f in main_subject(samples) if f is not None]
+@dataclass
+class FaceCandidate:
+    """One face followed over the sampled frames of the face search (faces matched by position)."""
+
+    boxes: list[FaceBox | None]   # per sample
+    number: int = 0               # 1 = the leftmost face, 2 = the next...
+
+    @property
+    def present(self) -> float:
+        return sum(b is not None for b in self.boxes) / max(1, len(self.boxes))
+
+    def median(self, attr: str) -> float:
+        return float(np.median([getattr(b, attr) for b in self.boxes if b is not None]))
+
+    def describe(self) -> str:
+        return (f"face {self.number} (x {self.median('cx'):.0f} px, {self.median('height'):.0f} px high, in "
+                f"{self.present:.0%} of the sampled frames)")
+
+
+def face_candidates(samples: list[list[FaceBox]], min_present: float = 0.3) -> list[FaceCandidate]:
+    """The faces seen in at least `min_present` of the samples, followed by position (a face that moves less than
+    its own height between samples is the same face), numbered from the left."""
+    tracks: list[FaceCandidate] = []
+    for k, boxes in enumerate(samples):
+        taken: set[int] = set()
+        for box in sorted(boxes, key=lambda b: -b.width * b.height):
+            best, best_distance = None, np.inf
+            for t, track in enumerate(tracks):
+                last = next((b for b in reversed(track.boxes) if b is not None), None)
+                distance = np.hypot(box.cx - last.cx, box.cy - last.cy)
+                if t not in taken and distance < max(box.height, last.height) and distance < best_distance:
+                    best, best_distance = t, distance
+            if best is None:
+                tracks.append(FaceCandidate([None] * k + [box]))
+                taken.add(len(tracks) - 1)
+            else:
+                tracks[best].boxes.append(box)
+                taken.add(best)
+        for track in tracks:
+            track.boxes.extend([None] * (k + 1 - len(track.boxes)))
+    kept = sorted((t for t in tracks if t.present >= min_present), key=lambda t: t.median("cx"))
+    for number, track in enumerate(kept, 1):
+        track.number = number
+    return kept
+
+
+def speaking_scores(video: Path, info: MediaInfo, candidates: list[FaceCandidate], speech: np.ndarray,
+                    sample_rate_hz: int, fps: float = 12.5, max_seconds: float = 20.0,
+                    progress: bool = True) -> list[float]:
+    """How well each face's mouth follows the speech: the correlation, over the first `max_seconds` at `fps`, of
+    its jawOpen (MediaPipe blendshape, on a crop around the face) with the loudness of the audio. The speaker
+    scores clearly above 0; a listener or a photo near 0."""
+    import cv2
+
+    from synctalk.data.contract import BLENDSHAPE_NAMES
+    from synctalk.face.landmarks import FaceLandmarker
+    from synctalk.progress import track
+
+    n = int(min(info.duration_s, max_seconds) * fps)
+    hop = sample_rate_hz / fps
+    loudness = np.array([np.sqrt(np.mean(np.square(speech[int(i * hop):int((i + 1) * hop)], dtype=np.float64)))
+                         if int(i * hop) < len(speech) else 0.0 for i in range(n)])
+    jaw = BLENDSHAPE_NAMES.index("jawOpen")
+    crops = []
+    for c in candidates:
+        side = int(round(2.2 * c.median("height")))
+        x0 = int(round(np.clip(c.median("cx") - side / 2, 0, max(0, info.width - side))))
+        y0 = int(round(np.clip(c.median("cy") - side / 2, 0, max(0, info.height - side))))
+        crops.append((x0, y0, min(side, info.width, info.height)))
+    landmarkers = [FaceLandmarker(fps, max_faces=1) for _ in candidates]
+    opening = np.full((len(candidates), n), np.nan)
+    try:
+        frames = read_frames(video, fps=fps, info=info, max_frames=n)
+        for i, frame in enumerate(track(frames, "frames: which face speaks", total=n, unit="frame",
+                                        enabled=progress, leave=False)):
+            for k, (x0, y0, side) in enumerate(crops):
+                crop = cv2.resize(frame[y0:y0 + side, x0:x0 + side], (256, 256), interpolation=cv2.INTER_AREA)
+                found = landmarkers[k](np.ascontiguousarray(crop))
+                if found is not None:
+                    opening[k, i] = found[1][jaw]
+    finally:
+        for landmarker in landmarkers:
+            landmarker.close()
+    scores = []
+    for k in range(len(candidates)):
+        valid = np.isfinite(opening[k])
+        if valid.sum() < 8 or np.std(opening[k, valid]) < 1e-6 or np.std(loudness[valid]) < 1e-9:
+            scores.append(0.0)
+        else:
+            scores.append(float(np.corrcoef(opening[k, valid], loudness[valid])[0, 1]))
+    return scores
+
+
+SPEAKING_MIN = 0.2      # the speaker's jawOpen/loudness correlation must be at least this...
+SPEAKING_MARGIN = 0.15  # ...and this much above every other face's
+
+
+def choose_face(video: Path, info: MediaInfo, candidates: list[FaceCandidate], choice: str | int,
+                speech: Callable[[], tuple[np.ndarray, int]] | None, progress: bool = True
+                ) -> tuple[FaceCandidate, str, dict]:
+    """The subject among several faces, the reason, and stats: `choice` "auto" (the face whose mouth moves with
+    the speech; the largest when that is unclear), "largest", or a face number (1 = leftmost)."""
+    largest = max(candidates, key=lambda c: (c.median("height"), c.present))
+    if isinstance(choice, int) and not isinstance(choice, bool):
+        if not 1 <= choice <= len(candidates):
+            raise UserInputError(f"preprocess.face={choice}: the clip has {len(candidates)} face(s) "
+                                 f"({'; '.join(c.describe() for c in candidates)}); give 1 to {len(candidates)} "
+                                 f"(numbered from the left), largest or auto")
+        return candidates[choice - 1], f"preprocess.face={choice}", {}
+    if choice == "largest" or speech is None:
+        return largest, "the largest face (preprocess.face=largest)" if choice == "largest" else \
+            "the largest face", {}
+    samples, rate = speech()
+    scores = speaking_scores(video, info, candidates, samples, rate, progress=progress)
+    stats = {"speaking_scores": [round(s, 3) for s in scores]}
+    order = np.argsort(scores)[::-1]
+    best, second = scores[order[0]], scores[order[1]] if len(scores) > 1 else -1.0
+    listed = ", ".join(f"face {c.number} {s:+.2f}" for c, s in zip(candidates, scores, strict=True))
+    if best >= SPEAKING_MIN and best - second >= SPEAKING_MARGIN:
+        return candidates[order[0]], f"its mouth moves with the speech (jawOpen-loudness correlation {listed})", stats
+    return largest, (f"the largest face: no face's mouth clearly follows the speech (jawOpen-loudness correlation "
+                     f"{listed})"), stats
+
+
+def find_crop(video: Path, info: MediaInfo, face_fraction: float, every_s: float, face: str | int = "auto",
+              speech: Callable[[], tuple[np.ndarray, int]] | None = None, progress: bool = True
+              ) -> tuple[Crop, dict]:
+    """Search the clip for the face and choose the crop. Raises MediaError when no face is found anywhere.
+
+    With several faces in much of the clip, `face` says which is the subject (see choose_face; `speech()` returns
+    the audio and its sample rate for "auto"); the choice, its reason and how to choose another are logged."""
+    if not (face in ("auto", "largest") or (isinstance(face, int) and not isinstance(face, bool) and face >= 1)):
+        raise UserInputError(f"preprocess.face={face!r}: give auto (the face whose mouth moves with the speech), "
+                             f"largest, or a face number (1 = the leftmost face)")
+    from synctalk.progress import Progress
+
+    expected = int(info.duration_s / every_s) + 1
+    with Progress("frames: face search", total=expected, unit="frame", enabled=progress, leave=False) as bar:
+        samples = detect_faces(video, info, every_s, on_sample=lambda: bar.update(1))
+    candidates = face_candidates(samples)
+    stats: dict = {}
+    if len(candidates) > 1 or isinstance(face, int):
+        if not candidates:
+            candidates = face_candidates(samples, min_present=0.0)
+        chosen, why, stats = choose_face(video, info, candidates, face, speech, progress) if candidates else \
+            (None, "", {})
+        if chosen is not None:
+            faces = [b for b in chosen.boxes if b is not None]
+            others = [c.describe() for c in candidates if c is not chosen]
+            if others:
+                log.warning("%d faces in the clip; the subject is %s: %s. The other(s): %s. To choose another, "
+                            "set preprocess.face=N (N = 1 for the leftmost face, 2 for the next...), or largest, and "
+                            "rerun with --overwrite", len(candidates), chosen.describe(), why, "; ".join(others))
+            stats.update(faces=len(candidates), face=chosen.number, face_reason=why)
+        else:
+            faces = []
+    else:
+        faces = [f for f in main_subject(samples) if f is not None]
     if not faces:
         raise MediaError(f"{video}: no face found in any of the {len(samples)} frames sampled every {every_s:g} s. "
                          f"synctalk needs a video of one person facing the camera with the face visible "
@@ -112,7 +271,7 @@ def find_crop(video: Path, info: MediaInfo, face_fraction: float, every_s: float
     crop = choose_crop(faces, info, face_fraction)
     stats = {"sampled_frames": len(samples), "frames_with_face": len(faces),
              "multiple_faces": sum(len(s) > 1 for s in samples),
-             "face_height_px": float(np.median([f.height for f in faces]))}
+             "face_height_px": float(np.median([f.height for f in faces])), **stats}
     return crop, stats
 
 
@@ -131,15 +290,18 @@ def write_frames(video: Path, info: MediaInfo, crop: Crop, subject, fps: float, 
     return count
 
 
-def crop_picture(video: Path, info: MediaInfo, crop: Crop, path: Path) -> None:
+def crop_picture(video: Path, info: MediaInfo, crop: Crop, path: Path, progress: bool = False) -> None:
     """QA: a source frame from the middle of the clip with the crop box drawn."""
     import cv2
 
     from synctalk.io.images import write_image
+    from synctalk.progress import track
 
     middle = info.duration_s / 2
     frame = None
-    for i, f in enumerate(read_frames(video, fps=1.0, info=info)):
+    frames = track(read_frames(video, fps=1.0, info=info), "frames: QA picture", total=int(middle) + 1, unit="s",
+                   enabled=progress, leave=False)
+    for i, f in enumerate(frames):
         frame = f
         if i >= middle:
             break

@@ -24,8 +24,8 @@ import numpy as np
 from synctalk.config import PreprocessConfig, SyncTalkConfig
 from synctalk.data import STEPS as CONTRACT_STEPS
 from synctalk.data import SubjectDataset, SubjectWriter
-from synctalk.data.contract import FACE_MISSING
-from synctalk.errors import MediaError, UserInputError
+from synctalk.data.contract import FACE_MISSING, FRAME_DIR_EXTENSIONS
+from synctalk.errors import DatasetError, DiskFullError, MediaError, UserInputError
 from synctalk.io.media import MediaInfo, probe
 
 log = logging.getLogger("synctalk.preprocess")
@@ -78,9 +78,12 @@ class Context:
 # ---------------------------------------------------------------------------------------------------- steps
 def run_frames(ctx: Context) -> dict:
     from preprocess.frames import crop_picture, find_crop, write_frames
+    from synctalk.io.media import load_speech
 
     cfg = ctx.cfg
-    crop, search = find_crop(ctx.video, ctx.info, cfg.face_fraction, cfg.detect_every_s)
+    crop, search = find_crop(ctx.video, ctx.info, cfg.face_fraction, cfg.detect_every_s, cfg.face,
+                             speech=lambda: (load_speech(ctx.video, ctx.audio, cfg.sample_rate_hz), cfg.sample_rate_hz),
+                             progress=ctx.progress)
     ctx.writer.clear_frame_dir("frames")
     n_frames = write_frames(ctx.video, ctx.info, crop, ctx.writer, cfg.fps, cfg.size, cfg.workers,
                             max_frames=ctx.max_frames, progress=ctx.progress)
@@ -92,7 +95,7 @@ def run_frames(ctx: Context) -> dict:
                 "video_start_s": info.video_start_s,
                 "audio_path": str(ctx.audio.resolve()) if ctx.audio else None})
     if cfg.qa:
-        crop_picture(ctx.video, info, crop, ctx.root / "qa" / "crop.png")
+        crop_picture(ctx.video, info, crop, ctx.root / "qa" / "crop.png", progress=ctx.progress)
     if crop.side < cfg.size:
         log.warning("the face crop is %d px and is enlarged to %d px: the source is low resolution and the "
                     "result will be soft", crop.side, cfg.size)
@@ -205,7 +208,7 @@ def run_pose(ctx: Context) -> dict:
     estimate = estimate_head_poses(
         np.asarray(ds.landmarks), np.asarray(ds.face_flags), ds.width, ds.height,
         frames=lambda: ctx.frames(ds), focal_range=tuple(cfg.pose_focal_range), smoothness=cfg.pose_smoothness,
-        track_points=cfg.pose_track_points, iterations=cfg.pose_iterations)
+        track_points=cfg.pose_track_points, iterations=cfg.pose_iterations, progress=ctx.progress)
     ctx.writer.save_array("poses.npy", estimate.c2w)
     ctx.writer.save_array("poses_raw.npy", estimate.c2w_raw)
     ctx.writer.save_array("pose_errors.npy", np.stack([estimate.error_raw_px, estimate.error_px], 1))
@@ -227,10 +230,26 @@ def run_splits(ctx: Context) -> dict:
     usable = ds.face_flags != FACE_MISSING
     train = [i for i in range(n - n_val) if usable[i]]
     val = [i for i in range(n - n_val, n) if usable[i]]
+    stats: dict = {}
+    if n_val and not val:
+        # The tail held out for validation has no face (the person left the frame): hold out the last frames that
+        # have one instead, so that validation measures something.
+        faces = np.flatnonzero(usable).tolist()
+        k = max(1, int(round(len(faces) * ctx.cfg.val_fraction)))
+        if len(faces) > k:
+            train, val = faces[:-k], faces[-k:]
+            stats["val_moved"] = f"{val[0]}-{val[-1]}"
+            log.warning("the last %d frames (preprocess.val_fraction=%g) have no face: frames %d-%d, the last %d with "
+                        "a face, are the validation split instead", n_val, ctx.cfg.val_fraction, val[0], val[-1], k)
+        else:
+            log.warning("only %d frame(s) have a face: none is held out for validation; training reports no "
+                        "validation figure", len(faces))
     if not train:
-        raise MediaError(f"{ctx.root}: no frames with a face are left for training")
+        raise MediaError(f"{ctx.root}: no frames with a face are left for training (frames with a face: "
+                         f"{int(usable.sum())} of {n}); use a clip where the face is visible longer, or lower "
+                         f"preprocess.val_fraction (now {ctx.cfg.val_fraction})")
     ctx.writer.write_json("splits.json", {"train": train, "val": val})
-    return {"train": len(train), "val": len(val)}
+    return {"train": len(train), "val": len(val), **stats}
 
 
 def run_audio_features(ctx: Context) -> dict:
@@ -292,10 +311,12 @@ class Step:
     reads_source: bool = False               # hashes the video (and --audio file) into the signature
     version: int = 1                         # bump when the step's output changes for the same inputs
     pending_note: str = ""
+    optional_keys: tuple[str, ...] = ()      # config keys in the signature only when not at their default
 
 
 PIPELINE: tuple[Step, ...] = (
-    Step("frames", run_frames, (), ("fps", "size", "face_fraction", "detect_every_s"), reads_source=True),
+    Step("frames", run_frames, (), ("fps", "size", "face_fraction", "detect_every_s"), reads_source=True,
+         optional_keys=("face",)),
     Step("audio", run_audio, ("frames",), ("sample_rate_hz",), reads_source=True),
     Step("landmarks", run_landmarks, ("frames",), ("max_gap_frames", "smooth_window", "min_face_fraction")),
     Step("parsing", run_parsing, ("frames", "landmarks"), ("parser",)),
@@ -330,8 +351,10 @@ class PreprocessReport:
 
 def signature(step: Step, ctx: Context, done: dict) -> str:
     cfg, full = asdict(ctx.cfg), asdict(ctx.full)
-    parts = {"step": step.name, "version": step.version,
-             "config": {k: _lookup(full, k) if "." in k or k in full else cfg[k] for k in step.config_keys},
+    defaults = asdict(PreprocessConfig())
+    config = {k: _lookup(full, k) if "." in k or k in full else cfg[k] for k in step.config_keys}
+    config.update({k: cfg[k] for k in step.optional_keys if cfg[k] != defaults[k]})
+    parts = {"step": step.name, "version": step.version, "config": config,
              "depends": {d: done.get(d, {}).get("run_id") for d in step.depends}}
     if step.reads_source:
         parts["video"] = ctx.file_hash(ctx.video)
@@ -355,15 +378,67 @@ def downstream(names: set[str]) -> set[str]:
     return out
 
 
+def identity_settings(ctx_cfg: PreprocessConfig, max_frames: int | None) -> dict:
+    """The settings that make a subject folder what it is (with its input files): those of the steps that read the
+    source (frames, audio), which replace frames/ and audio.wav when they change, and the cut of the clip."""
+    cfg = asdict(ctx_cfg)
+    settings = {}
+    for step in PIPELINE:
+        if step.reads_source:
+            for key in step.config_keys + step.optional_keys:
+                settings[f"preprocess.{key}"] = cfg[key]
+    settings["frames kept (preprocess.trim_to_shorter)"] = "all" if max_frames is None else max_frames
+    return settings
+
+
+def _disk_full(step: Step, ctx: Context, exc: Exception) -> DiskFullError:
+    """The disk-full error of `step`, with roughly how much the rest of preprocessing writes: the per-frame image
+    folders still to write (frames x the average image size written so far)."""
+    from synctalk.io.atomic import free_bytes
+
+    writer = ctx.writer
+    meta = writer.read_meta()
+    n_frames = int(meta.get("n_frames") or ctx.max_frames or round(ctx.info.duration_s * ctx.cfg.fps))
+    sizes = [p.stat().st_size for d in FRAME_DIR_EXTENSIONS if (writer.root / d).is_dir()
+             for p in sorted((writer.root / d).glob("0*"))[:200]]
+    average = float(np.mean(sizes)) if sizes else 0.0
+    names = [s.name for s in PIPELINE]
+    folders = [d for name in names[names.index(step.name):] for d in CONTRACT_STEPS[name].frame_dirs]
+    need = n_frames * average * len(folders)
+    free = free_bytes(writer.root)
+    detail = f"disk full while preprocessing step '{step.name}' into {writer.root}"
+    if free is not None:
+        detail += f" ({free / 1e6:.0f} MB free)"
+    if need:
+        detail += (f". The steps left write roughly {need / 1e6:.0f} MB of images ({n_frames} frames x "
+                   f"{average / 1e3:.0f} KB x {len(folders)} folder(s): {', '.join(folders)}) plus a few MB of arrays")
+    return DiskFullError(f"{detail}. Free that much space (or write the subject to another disk with -o) and run the "
+                         f"same command again: finished steps are kept. ({exc})")
+
+
 def preprocess(video: str | Path, out_dir: str | Path, cfg: PreprocessConfig, audio: str | Path | None = None,
-               force: tuple[str, ...] = (), progress: bool = True, full_config=None, device=None) -> PreprocessReport:
+               force: tuple[str, ...] = (), progress: bool = True, full_config=None, device=None,
+               overwrite: bool = False) -> PreprocessReport:
     """Turn `video` (+ optional separate `audio`) into the subject directory `out_dir`; see module docstring.
+
+    The folder must be new, empty, or a subject made from the same input with the same frame settings (see
+    synctalk/data/ownership.py); `overwrite` replaces a subject made from another input (every step is redone).
+    Nothing is written before these checks pass. The folder is locked while the run lasts.
 
     The resolved config is saved as `out_dir/config.yaml`: `full_config` (a SyncTalkConfig) when given, else
     the defaults with this `cfg` as the preprocess section. `device`: where the sync model trains and computes the
     audio features (default: the config's `device`, auto = cuda when available).
     """
     from synctalk.config import save_config
+    from synctalk.data.ownership import (
+        Identity,
+        check_output_target,
+        check_owner,
+        prepare_folder,
+        sweep_temporaries,
+        write_manifest,
+    )
+    from synctalk.io.lock import FolderLock
     from synctalk.runtime import resolve_device
 
     start = time.perf_counter()
@@ -372,18 +447,68 @@ def preprocess(video: str | Path, out_dir: str | Path, cfg: PreprocessConfig, au
         raise UserInputError(f"--force: unknown step(s) {', '.join(unknown)}; steps: {', '.join(CONTRACT_STEPS)}")
     video = Path(video)
     audio_path = Path(audio) if audio is not None else None
+    root = Path(out_dir)
+    check_output_target(root)
     info = probe(video)
     if not info.has_video:
         raise MediaError(f"{video}: has no video stream (is it an audio file?); give the video of the person")
     from preprocess.audio import check_lengths
 
     lengths = check_lengths(video, info, audio_path, cfg.fps, cfg.av_tolerance_s, cfg.trim_to_shorter)
-    writer = SubjectWriter(out_dir)
     full_config = full_config if full_config is not None else SyncTalkConfig(preprocess=cfg)
-    save_config(full_config, writer.root)
     device = resolve_device(full_config.device) if device is None else device
-    ctx = Context(video, audio_path, writer, cfg, info, progress, lengths.max_frames, full_config, device)
-    forced = downstream(set(CONTRACT_STEPS) if "all" in force else set(force))
+    from synctalk.assets import sha256_of
+
+    hashes = {path: sha256_of(path) for path in (video, audio_path) if path is not None}
+    identity = Identity.of(video, audio_path, identity_settings(cfg, lengths.max_frames), hashes)
+    check_owner(root, identity, overwrite, announce=False)  # before anything is written
+    prepare_folder(root)
+    with FolderLock(root, "preprocess"):
+        claim = check_owner(root, identity, overwrite)  # again: another run may have finished in between
+        sweep_temporaries(root)
+        writer = SubjectWriter(root)
+        forced = downstream(set(CONTRACT_STEPS) if "all" in force or claim == "replace" else set(force))
+        _reset_unusable_steps(writer, forced)
+        write_manifest(root, identity)
+        save_config(full_config, writer.root)
+        ctx = Context(video, audio_path, writer, cfg, info, progress, lengths.max_frames, full_config, device,
+                      _hashes=hashes)
+        reports = _run_steps(ctx, forced)
+        meta = writer.read_meta()
+        if cfg.qa:
+            from preprocess.qa import write_qa
+
+            write_qa(writer.root)
+    return PreprocessReport(writer.root, meta["n_frames"], meta["fps"], reports, time.perf_counter() - start)
+
+
+def _reset_unusable_steps(writer: SubjectWriter, forced: set[str]) -> None:
+    """Mark not done, before any step runs: the forced steps, and the finished steps whose files are missing or
+    broken (deleted by hand, a disk error...) with everything that depends on them, so that this run redoes them
+    and no step meets a stale one (SubjectDataset validates every finished step it sees)."""
+    from synctalk.data.subject import step_problems
+
+    try:
+        meta = writer.read_meta()
+    except json.JSONDecodeError as exc:
+        log.warning("%s: unreadable (%s); every step is redone", writer.meta_path, exc)
+        writer.unmark_steps(CONTRACT_STEPS, reset=True)
+        return
+    if not meta.get("steps"):
+        return
+    try:
+        problems = step_problems(writer.root)
+    except DatasetError as exc:  # meta.json lacks its keys: nothing in it can be trusted
+        log.warning("%s; every step is redone", exc)
+        writer.unmark_steps(CONTRACT_STEPS)
+        return
+    for name, problem in problems.items():
+        log.warning("step %s is redone: %s", name, problem.split("; repair it with")[0])
+    writer.unmark_steps(forced | downstream(set(problems)))
+
+
+def _run_steps(ctx: Context, forced: set[str]) -> list[StepReport]:
+    writer = ctx.writer
     reports = []
     for step in PIPELINE:
         done = writer.read_meta().get("steps", {})
@@ -395,17 +520,16 @@ def preprocess(video: str | Path, out_dir: str | Path, cfg: PreprocessConfig, au
         if step.name not in forced and previous.get("done") and previous.get("signature") == sig:
             reports.append(StepReport(step.name, "up to date", previous.get("seconds", 0.0), previous))
             continue
-        writer.unmark_step(step.name)
+        # Every step downstream reruns too (the run id it depends on changes): mark them not done now, so that no
+        # step of this run validates their old files against the new ones.
+        writer.unmark_steps(downstream({step.name}))
         log.info("step %s ...", step.name)
         t0 = time.perf_counter()
-        stats = step.run(ctx)
+        try:
+            stats = step.run(ctx)
+        except DiskFullError as exc:
+            raise _disk_full(step, ctx, exc) from exc
         seconds = round(time.perf_counter() - t0, 3)
         writer.mark_step(step.name, signature=sig, run_id=uuid.uuid4().hex[:12], seconds=seconds, **stats)
         reports.append(StepReport(step.name, "ran", seconds, stats))
-    meta = writer.read_meta()
-    if cfg.qa:
-        from preprocess.qa import write_qa
-
-        write_qa(writer.root)
-    return PreprocessReport(writer.root, meta["n_frames"], meta["fps"], reports, time.perf_counter() - start)
-
+    return reports

@@ -69,7 +69,8 @@ def rigid_errors(model_rigid: np.ndarray, observed: np.ndarray, rotations: np.nd
 def estimate_head_poses(landmarks: np.ndarray, flags: np.ndarray, width: int, height: int,
                         frames: Callable[[], Iterable[np.ndarray]] | None = None,
                         focal_range: tuple[float, float] = (0.8, 3.0), smoothness: float = 2.0,
-                        track_points: int = 80, iterations: int = 300, task_path=None) -> PoseEstimate:
+                        track_points: int = 80, iterations: int = 300, task_path=None,
+                        progress: bool = False) -> PoseEstimate:
     """Estimate intrinsics and stabilised head poses for a clip (see the module docstring).
 
     Args:
@@ -77,7 +78,10 @@ def estimate_head_poses(landmarks: np.ndarray, flags: np.ndarray, width: int, he
         frames: returns the clip's RGB frames in order, for keypoint tracking (None: landmarks only).
         focal_range: focal search range as multiples of the image width.
         smoothness: weight of the temporal prior (0 turns it off).
+        progress: show the keypoint tracking and the bundle adjustment's progress (synctalk.progress).
     """
+    from synctalk.progress import Progress, track
+
     face = load_canonical_face(task_path)
     model_rigid = face.rigid_points
     observed = landmarks[:, face.rigid_ids, :2].astype(np.float64)
@@ -96,14 +100,18 @@ def estimate_head_poses(landmarks: np.ndarray, flags: np.ndarray, width: int, he
 
     tracks, lifted = None, None
     if frames is not None and track_points > 0:
-        tracks = track_keypoints(frames(), landmarks, flags != FACE_MISSING, max_points=track_points)
+        tracks = track_keypoints(track(frames(), "pose: keypoint tracks", total=len(flags), unit="frame",
+                                       enabled=progress, leave=False),
+                                 landmarks, flags != FACE_MISSING, max_points=track_points)
         if tracks.n_points:
             lifted, found = lift_tracks(tracks, face.vertices, face.triangles, rotations0, translations0, K0)
             tracks = _keep_points(tracks, found)
             lifted = lifted[found]
-    result = bundle_adjust(face.vertices, face.rigid_ids, observed, evidence[:, None] & inliers, rotations0,
-                           translations0, focal0,
-                           width, height, tracks, lifted, smoothness=smoothness, iterations=iterations)
+    with Progress("pose: bundle adjustment", total=int(iterations * 1.25), unit="evaluation", enabled=progress,
+                  leave=False) as bar:
+        result = bundle_adjust(face.vertices, face.rigid_ids, observed, evidence[:, None] & inliers, rotations0,
+                               translations0, focal0, width, height, tracks, lifted, smoothness=smoothness,
+                               iterations=iterations, on_evaluation=lambda: bar.update(1))
     K = intrinsics(result.focal, width, height)
     # The per-frame fit, redone with the final focal, is the "stabiliser off" trajectory.
     rotations_raw, translations_raw, _ = fit_poses(model_rigid, observed, K, inliers)

@@ -15,6 +15,7 @@ keypoint term is Huber (flow errors are small and already forward-backward check
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,7 +95,8 @@ def bundle_adjust(model: np.ndarray, rigid_ids: np.ndarray, observed: np.ndarray
                   rotations: np.ndarray, translations: np.ndarray, focal: float, width: int, height: int,
                   tracks: Tracks | None = None, track_points: np.ndarray | None = None,
                   smoothness: float = 1.0, track_weight: float = 1.0, iterations: int = 200,
-                  refine_focal: bool = True, refine_shape: bool = True) -> BundleResult:
+                  refine_focal: bool = True, refine_shape: bool = True,
+                  on_evaluation: Callable[[], object] | None = None) -> BundleResult:
     """Refine poses, focal, model proportions and keypoints jointly (see the module docstring).
 
     Args:
@@ -156,6 +158,8 @@ def bundle_adjust(model: np.ndarray, rigid_ids: np.ndarray, observed: np.ndarray
         optimizer.zero_grad()
         loss = objective()
         loss.backward()
+        if on_evaluation is not None:  # progress: L-BFGS evaluates the objective up to 1.25 x iterations times
+            on_evaluation()
         return loss
 
     optimizer.step(closure)

@@ -20,6 +20,9 @@ def register(subparsers) -> None:
                                                    "recording that starts with the video)")
     parser.add_argument("--force", action="append", default=[], metavar="STEP",
                         help="rerun STEP (and what depends on it) even if up to date; repeatable; 'all' for all")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the subject in OUTPUT when it was made from another video, audio or frame "
+                             "settings (fps, size, crop); without it such a run is refused and nothing is changed")
     parser.add_argument("--workers", type=int, help="worker threads for per-frame steps (preprocess.workers)")
     add_common_args(parser)
     parser.set_defaults(handler=run)
@@ -34,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     device = compute_device(cfg)
     report = preprocess(args.video, args.output, cfg.preprocess, audio=args.audio, force=tuple(args.force),
-                        progress=verbosity(args) >= 0, full_config=cfg, device=device)
+                        overwrite=args.overwrite, progress=verbosity(args) >= 0, full_config=cfg, device=device)
     print_summary(report)
     return 0
 

@@ -31,33 +31,41 @@ def section(cls: type, help: str) -> Any:
 
 @dataclass
 class PreprocessConfig:
-    fps: float = knob(25.0, "Frame rate of the subject dataset (frames/s); the source video is resampled to it.")
-    size: int = knob(512, "Side of the square face crop written to the subject dataset (pixels).")
-    sample_rate_hz: int = knob(16000, "Audio sample rate of the subject's audio.wav (Hz, mono).")
+    fps: float = knob(25.0, "Frame rate of the subject dataset (frames/s); the source video is resampled to it.",
+                      above=0, at_most=240)
+    size: int = knob(512, "Side of the square face crop written to the subject dataset (pixels).", at_least=64,
+                     at_most=4096)
+    sample_rate_hz: int = knob(16000, "Audio sample rate of the subject's audio.wav (Hz, mono).", at_least=8000)
+    face: str | int = knob("auto", "Which face is the subject when the clip shows several: auto (the one whose mouth "
+                                   "moves with the speech; the largest when that is unclear), largest, or a number "
+                                   "(1 = the leftmost face, 2 = the next...).")
     face_fraction: float = knob(0.5, "Face-detector box height as a fraction of the crop side (0.5 frames head "
-                                     "and shoulders like the usual 512x512 talking-head datasets).")
-    detect_every_s: float = knob(0.2, "Sampling interval of the face search that chooses the crop (s).")
+                                     "and shoulders like the usual 512x512 talking-head datasets).", above=0,
+                                at_most=1)
+    detect_every_s: float = knob(0.2, "Sampling interval of the face search that chooses the crop (s).", above=0)
     max_gap_frames: int = knob(6, "Frames without a face in a run this short are interpolated and flagged; "
-                                  "longer runs are excluded from training.")
-    min_face_fraction: float = knob(0.5, "Fail when fewer frames than this fraction have a face.")
+                                  "longer runs are excluded from training.", at_least=0)
+    min_face_fraction: float = knob(0.5, "Fail when fewer frames than this fraction have a face.", at_least=0,
+                                    at_most=1)
     smooth_window: int = knob(5, "Zero-lag Savitzky-Golay window over landmarks and blendshapes (frames, odd; "
-                                 "1 disables).")
+                                 "1 disables).", at_least=1)
     av_tolerance_s: float = knob(0.5, "Largest audio/video length difference that is padded or trimmed "
-                                      "silently (s).")
+                                      "silently (s).", at_least=0)
     trim_to_shorter: bool = knob(False, "When audio and video lengths differ by more than av_tolerance_s, cut "
                                         "both to the shorter instead of failing.")
     parser: str = knob("mediapipe", "Face/body parser for the parsing masks.")
-    background_samples: int = knob(60, "Frames sampled over the clip to estimate the background plate.")
+    background_samples: int = knob(60, "Frames sampled over the clip to estimate the background plate.", at_least=1)
     pose_focal_range: list[float] = knob([0.8, 3.0], "Focal-length search range, multiples of the frame width "
                                                     "(SyncTalk scans 500-1450 px at 512).")
     pose_smoothness: float = knob(2.0, "Weight of the Head-Sync Stabilizer's temporal prior (0: off).")
     pose_track_points: int = knob(80, "Optical-flow keypoints tracked on the rigid head region (0: landmarks "
                                       "only).")
-    pose_iterations: int = knob(300, "L-BFGS iterations of the head-pose bundle adjustment.")
-    val_fraction: float = knob(0.1, "Last part of the clip held out for validation (fraction of frames).")
+    pose_iterations: int = knob(300, "L-BFGS iterations of the head-pose bundle adjustment.", at_least=1)
+    val_fraction: float = knob(0.1, "Last part of the clip held out for validation (fraction of frames; 0: none, "
+                                    "training then reports no validation figure).", at_least=0, below=1)
     torso_track_motion: str = knob("affine", "2D motion model of the torso track: affine, euclidean, translation "
                                    "or none (identity: the torso model follows the head pose only).")
-    workers: int = knob(2, "Worker threads for per-frame steps.")
+    workers: int = knob(2, "Worker threads for per-frame steps.", at_least=1)
     qa: bool = knob(True, "Write QA contact sheets and plots to SUBJECT/qa/.")
 
 

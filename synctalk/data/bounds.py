@@ -28,7 +28,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from synctalk.data.contract import FACE_MISSING, HEAD_LABELS
-from synctalk.data.subject import PREPROCESS_HINT, SubjectDataset
+from synctalk.data.subject import SubjectDataset, repair_hint
 from synctalk.errors import DatasetError
 
 __all__ = ["HEAD_BREADTH", "HEAD_LENGTH", "NOSE_TIP_Z", "RIM_Z", "box_clearance", "box_silhouette", "drop_specks",
@@ -115,7 +115,7 @@ def sample_frames(ds: SubjectDataset, frames: Sequence[int] | None = None, max_f
 def _require_pose(ds: SubjectDataset) -> None:
     for step in ("pose", "parsing"):
         if step not in ds.steps:
-            raise DatasetError(f"{ds.root}: the head box needs step '{step}' (not done); {PREPROCESS_HINT}")
+            raise DatasetError(f"{ds.root}: the head box needs step '{step}' (not done); {repair_hint(ds.root)}")
 
 
 def project_points(points: np.ndarray, c2w: np.ndarray, K: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -180,8 +180,8 @@ def head_box(ds: SubjectDataset, frames: Sequence[int] | None = None, margin: fl
         cams.append(np.asarray(poses[index], np.float64))
     if len(masks) < 2:
         raise DatasetError(f"{ds.root}: only {len(masks)} of the {len(chosen)} frames measured for the head box have "
-                           f"a head in parsing/ (labels {HEAD_LABELS}); check SUBJECT/qa/ and rerun "
-                           f"`synctalk preprocess ... --force parsing`")
+                           f"a head in parsing/ (labels {HEAD_LABELS}); check {ds.root / 'qa'} and "
+                           f"{repair_hint(ds.root, 'parsing')}")
 
     step = 2.0 * extent / resolution
     axis = -extent + step * (np.arange(resolution) + 0.5)
@@ -203,8 +203,8 @@ def head_box(ds: SubjectDataset, frames: Sequence[int] | None = None, margin: fl
     if not len(points):
         raise DatasetError(
             f"{ds.root}: no point of [-{extent:g}, {extent:g}]³ projects into the head mask of enough frames "
-            f"({len(masks)} measured): poses.npy, intrinsics.json and parsing/ disagree. Look at SUBJECT/qa/ (head "
-            f"axes, parsing) and rerun `synctalk preprocess ... --force pose`")
+            f"({len(masks)} measured): poses.npy, intrinsics.json and parsing/ disagree. Look at {ds.root / 'qa'} "
+            f"(head axes, parsing) and {repair_hint(ds.root, 'pose')}")
 
     # Near-frontal views hardly carve along z: the hull is a cone that widens with depth. The sides come from its
     # part in front of RIM_Z (where a head's outline lies; the back of a head is narrower than that), the depth
@@ -212,8 +212,8 @@ def head_box(ds: SubjectDataset, frames: Sequence[int] | None = None, margin: fl
     rim = points[points[:, 2] <= RIM_Z]
     if not len(rim):
         raise DatasetError(f"{ds.root}: the head's visual hull lies entirely behind z = {RIM_Z} (the head is near "
-                           f"the origin, nose tip at z = {NOSE_TIP_Z}): poses.npy is off; check SUBJECT/qa/ and "
-                           f"rerun `synctalk preprocess ... --force pose`")
+                           f"the origin, nose tip at z = {NOSE_TIP_Z}): poses.npy is off; check {ds.root / 'qa'} "
+                           f"and {repair_hint(ds.root, 'pose')}")
     # The surface lies between the last kept grid point and the first carved one: up to a grid step further out.
     lo, hi = rim.min(0) - step, rim.max(0) + step
     width = hi[0] - lo[0]

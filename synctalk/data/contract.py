@@ -96,6 +96,8 @@ FRAME_NAME_DIGITS = 6
 FRAME_DIR_EXTENSIONS = {"frames": ".jpg", "gt": ".jpg", "torso": ".jpg", "parsing": ".png"}
 COLOUR_DIRS = ("frames", "gt", "torso")
 META_FILENAME = "meta.json"
+# Whose the folder is: the input files and frame settings it was made from (synctalk/data/ownership.py).
+MANIFEST_FILENAME = "manifest.json"
 REQUIRED_META_KEYS = ("format_version", "n_frames", "fps", "width", "height", "sample_rate_hz")
 
 

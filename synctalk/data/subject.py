@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,6 +27,7 @@ from synctalk.data.contract import (
     FACE_MISSING,
     FORMAT_VERSION,
     FRAME_DIR_EXTENSIONS,
+    MANIFEST_FILENAME,
     MAX_LABEL,
     META_FILENAME,
     PARSING_LABELS,
@@ -39,7 +41,54 @@ from synctalk.io.atomic import atomic_save_npy, atomic_write_json
 from synctalk.io.images import read_image, write_image
 
 _FRAME_FILE = re.compile(r"^(\d{6})\.(jpg|png)$")
-PREPROCESS_HINT = "create or repair it with `synctalk preprocess VIDEO -o SUBJECT`"
+STEP_OF_FRAME_DIR = {folder: name for name, step in STEPS.items() for folder in step.frame_dirs}
+STEP_OF_FILE = {**{spec.filename: name for name, step in STEPS.items() for spec in step.arrays},
+                **{filename: name for name, step in STEPS.items() for filename in step.files}}
+
+
+def preprocess_command(root: str | Path, force: str | None = None) -> str | None:
+    """The `synctalk preprocess` command that makes the subject at `root` again from its own input and its own
+    config (`SUBJECT/config.yaml`), so it passes the folder's identity check and resumes: finished steps are
+    skipped, missing or broken ones redone; `force` adds `--force STEP`. None when the folder does not say what it
+    was made from."""
+    root = Path(root)
+    source: dict[str, Any] = {}
+    for name in (MANIFEST_FILENAME, META_FILENAME):
+        try:
+            data = json.loads((root / name).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if not isinstance(data, dict):
+            continue
+        if name == MANIFEST_FILENAME and isinstance(data.get("video"), dict) and data["video"].get("path"):
+            source = {"path": data["video"]["path"], "audio_path": (data.get("audio") or {}).get("path")}
+            break
+        if name == META_FILENAME and isinstance(data.get("source"), dict) and data["source"].get("sha256"):
+            source = data["source"]
+            break
+    if not source.get("path"):
+        return None
+    root = root.absolute()  # the command works from any folder
+    words = ["synctalk", "preprocess", str(source["path"]), "-o", str(root)]
+    if source.get("audio_path"):
+        words += ["--audio", str(source["audio_path"])]
+    if (root / "config.yaml").is_file():
+        words += ["--config", str(root / "config.yaml")]
+    if force:
+        words += ["--force", force]
+    return shlex.join(words)
+
+
+def repair_hint(root: str | Path, step: str | None = None) -> str:
+    """How to make or repair the subject at `root`, as a command that works (see preprocess_command)."""
+    command = preprocess_command(root, step)
+    if command:
+        return f"repair it with `{command}`"
+    target = shlex.quote(str(Path(root).absolute()))
+    if (Path(root) / META_FILENAME).is_file():  # a subject that does not record its video
+        force = f" --force {step}" if step else ""
+        return f"redo it from the video it was made from with `synctalk preprocess YOUR_VIDEO -o {target}{force}`"
+    return f"make it with `synctalk preprocess YOUR_VIDEO -o {target}`"
 
 
 class FrameCache:
@@ -73,10 +122,11 @@ class SubjectDataset:
         cache_frames: decoded images kept per image folder.
     """
 
-    def __init__(self, root: str | Path, require: Iterable[str] = ("frames",), cache_frames: int = 64):
+    def __init__(self, root: str | Path, require: Iterable[str] = ("frames",), cache_frames: int = 64,
+                 validate: bool = True):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise DatasetError(f"{self.root}: subject directory not found; {PREPROCESS_HINT}")
+            raise DatasetError(f"{self.root}: subject directory not found; {repair_hint(self.root)}")
         self.meta = read_meta(self.root)
         self.n_frames = int(self.meta["n_frames"])
         self.fps = float(self.meta["fps"])
@@ -90,12 +140,13 @@ class SubjectDataset:
             raise ValueError(f"unknown step(s) {unknown}; steps are {list(STEPS)}")
         if missing:
             raise DatasetError(f"{self.root}: preprocessing step(s) {', '.join(missing)} not done (meta.json lists "
-                               f"{', '.join(self.steps) or 'none'}); {PREPROCESS_HINT}")
+                               f"{', '.join(self.steps) or 'none'}); {repair_hint(self.root)}")
         self._caches = {d: FrameCache(cache_frames) for d in FRAME_DIR_EXTENSIONS}
         self._frame_ext: dict[str, str] = {}
         self._arrays: dict[str, np.ndarray] = {}
-        for name in self.steps:
-            self._validate_step(name)
+        if validate:
+            for name in self.steps:
+                self._validate_step(name)
 
     # ------------------------------------------------------------------ validation
     def _validate_step(self, name: str) -> None:
@@ -103,7 +154,7 @@ class SubjectDataset:
         for filename in step.files:
             if not (self.root / filename).is_file():
                 raise DatasetError(f"{self.root / filename}: missing (meta.json says step '{name}' finished); "
-                                   f"rerun it with `synctalk preprocess ... --force {name}`")
+                                   f"{repair_hint(self.root, name)}")
         for folder in step.frame_dirs:
             self._validate_frame_dir(folder)
         for spec in step.arrays:
@@ -113,7 +164,7 @@ class SubjectDataset:
     def _validate_frame_dir(self, folder: str) -> None:
         path = self.root / folder
         if not path.is_dir():
-            raise DatasetError(f"{path}: folder missing; {PREPROCESS_HINT}")
+            raise DatasetError(f"{path}: folder missing; {repair_hint(self.root, STEP_OF_FRAME_DIR[folder])}")
         indices, extensions = [], set()
         for entry in path.iterdir():
             m = _FRAME_FILE.match(entry.name)
@@ -121,13 +172,14 @@ class SubjectDataset:
                 indices.append(int(m[1]))
                 extensions.add("." + m[2])
         if len(extensions) > 1:
-            raise DatasetError(f"{path}: mixes {' and '.join(sorted(extensions))} files; use one format")
+            raise DatasetError(f"{path}: mixes {' and '.join(sorted(extensions))} files; use one format, or "
+                               f"{repair_hint(self.root, STEP_OF_FRAME_DIR[folder])}")
         if len(indices) != self.n_frames or (indices and max(indices) != self.n_frames - 1):
             present = set(indices)
             gaps = [i for i in range(self.n_frames) if i not in present][:5]
             detail = f"; first missing: {', '.join(frame_filename(i, '') for i in gaps)}" if gaps else ""
             raise DatasetError(f"{path}: {len(indices)} frame images but meta.json says n_frames="
-                               f"{self.n_frames}{detail}; {PREPROCESS_HINT}")
+                               f"{self.n_frames}{detail}; {repair_hint(self.root, STEP_OF_FRAME_DIR[folder])}")
         ext = extensions.pop() if extensions else FRAME_DIR_EXTENSIONS[folder]
         if folder == "parsing" and ext != ".png":
             raise DatasetError(f"{path}: label maps must be lossless .png, found {ext}")
@@ -137,12 +189,14 @@ class SubjectDataset:
 
     def _load_array(self, spec: ArraySpec) -> np.ndarray:
         path = self.root / spec.filename
+        step = STEP_OF_FILE[spec.filename]
         if not path.is_file():
-            raise DatasetError(f"{path}: missing; {PREPROCESS_HINT}")
+            raise DatasetError(f"{path}: missing (meta.json says step '{step}' finished); "
+                               f"{repair_hint(self.root, step)}")
         try:
             array = np.load(path, mmap_mode="r")
         except (ValueError, OSError) as exc:
-            raise DatasetError(f"{path}: not a readable .npy file ({exc}); {PREPROCESS_HINT}") from None
+            raise DatasetError(f"{path}: not a readable .npy file ({exc}); {repair_hint(self.root, step)}") from None
         expected = [self.n_frames if d == "N" else d for d in spec.shape]
         prefix_only = expected and expected[-1] == "..."
         wanted = expected[:-1] if prefix_only else expected
@@ -236,14 +290,14 @@ class SubjectDataset:
         if not 0 <= index < self.n_frames:
             raise IndexError(f"frame {index} out of range 0..{self.n_frames - 1}")
         if folder not in self._frame_ext:
-            raise DatasetError(f"{self.root}: no '{folder}' images (step not done); {PREPROCESS_HINT}")
+            raise DatasetError(f"{self.root}: no '{folder}' images (step not done); {repair_hint(self.root)}")
 
         def load() -> np.ndarray:
             path = self.root / folder / frame_filename(index, self._frame_ext[folder])
             try:
                 image = read_image(path)
             except MediaError as exc:
-                raise DatasetError(f"{exc}; {PREPROCESS_HINT}") from None
+                raise DatasetError(f"{exc}; {repair_hint(self.root, STEP_OF_FRAME_DIR[folder])}") from None
             expected = (self.height, self.width, 3) if folder in COLOUR_DIRS else (self.height, self.width)
             if image.shape != expected:
                 raise DatasetError(f"{path}: image shape {image.shape}, expected {expected} (meta.json size)")
@@ -276,7 +330,7 @@ class SubjectDataset:
     # ------------------------------------------------------------------ arrays and files
     def _array(self, filename: str, step: str) -> np.ndarray:
         if filename not in self._arrays:
-            raise DatasetError(f"{self.root}: step '{step}' not done, no {filename}; {PREPROCESS_HINT}")
+            raise DatasetError(f"{self.root}: step '{step}' not done, no {filename}; {repair_hint(self.root)}")
         return self._arrays[filename]
 
     @property
@@ -310,7 +364,7 @@ class SubjectDataset:
     def intrinsics(self) -> np.ndarray:
         """`[3, 3] float64` pinhole matrix K in pixels."""
         if "pose" not in self.steps:
-            raise DatasetError(f"{self.root}: step 'pose' not done, no intrinsics.json; {PREPROCESS_HINT}")
+            raise DatasetError(f"{self.root}: step 'pose' not done, no intrinsics.json; {repair_hint(self.root)}")
         intr = self._read_json("intrinsics.json")
         return np.array([[intr["fx"], 0, intr["cx"]], [0, intr["fy"], intr["cy"]], [0, 0, 1]], np.float64)
 
@@ -320,7 +374,7 @@ class SubjectDataset:
 
     def split(self, name: str) -> list[int]:
         if "splits" not in self.steps:
-            raise DatasetError(f"{self.root}: step 'splits' not done; {PREPROCESS_HINT}")
+            raise DatasetError(f"{self.root}: step 'splits' not done; {repair_hint(self.root)}")
         splits = self._read_json("splits.json")
         if name not in splits:
             raise DatasetError(f"{self.root / 'splits.json'}: no split '{name}' (has {', '.join(splits)})")
@@ -331,7 +385,7 @@ class SubjectDataset:
         from synctalk.io.media import read_wav
 
         if "audio" not in self.steps:
-            raise DatasetError(f"{self.root}: step 'audio' not done; {PREPROCESS_HINT}")
+            raise DatasetError(f"{self.root}: step 'audio' not done; {repair_hint(self.root)}")
         samples, _ = read_wav(self.root / "audio.wav")
         return samples
 
@@ -343,20 +397,34 @@ class SubjectDataset:
                 f"{self.fps:g} fps, steps: {', '.join(self.steps) or 'none'})")
 
 
+def step_problems(root: str | Path) -> dict[str, str]:
+    """The finished steps (per meta.json) whose files fail validation (missing, wrong count or shape...), with the
+    reason; each step is checked on its own, so one broken step does not hide another."""
+    ds = SubjectDataset(root, require=(), cache_frames=0, validate=False)
+    problems = {}
+    for name in ds.steps:
+        try:
+            ds._validate_step(name)
+        except DatasetError as exc:
+            problems[name] = str(exc)
+    return problems
+
+
 def read_meta(root: Path) -> dict[str, Any]:
     path = root / META_FILENAME
     if not path.is_file():
-        raise DatasetError(f"{path}: missing, so {root} is not a subject directory; {PREPROCESS_HINT}")
+        raise DatasetError(f"{path}: missing, so {root} is not a subject directory (or its preprocessing stopped "
+                           f"before the first step finished); {repair_hint(root)}")
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: not valid JSON ({exc}); {PREPROCESS_HINT}") from None
+        raise DatasetError(f"{path}: not valid JSON ({exc}); {repair_hint(root)}") from None
     missing = [k for k in REQUIRED_META_KEYS if k not in meta]
     if missing:
-        raise DatasetError(f"{path}: missing key(s) {', '.join(missing)}; {PREPROCESS_HINT}")
+        raise DatasetError(f"{path}: missing key(s) {', '.join(missing)}; {repair_hint(root)}")
     if meta["format_version"] != FORMAT_VERSION:
         raise DatasetError(f"{path}: format_version {meta['format_version']}, this synctalk reads "
-                           f"{FORMAT_VERSION}; re-run preprocessing with this version")
+                           f"{FORMAT_VERSION}; {repair_hint(root, 'all')}")
     return meta
 
 
@@ -421,6 +489,14 @@ class SubjectWriter:
         """Mark a step not done (before rewriting its files)."""
         meta = self.read_meta()
         if meta.get("steps", {}).pop(name, None) is not None:
+            atomic_write_json(self.meta_path, meta)
+
+    def unmark_steps(self, names: Iterable[str], reset: bool = False) -> None:
+        """Mark several steps not done in one write; `reset`: start meta.json afresh (it was unreadable)."""
+        meta = {} if reset else self.read_meta()
+        steps = meta.setdefault("steps", {})
+        removed = [name for name in names if steps.pop(name, None) is not None]
+        if reset or removed:
             atomic_write_json(self.meta_path, meta)
 
     def clear_frame_dir(self, folder: str) -> None:

@@ -36,6 +36,16 @@ def write_image(path: str | Path, image: np.ndarray) -> None:
         raise ValueError(f"write_image expects uint8 [H, W] or [H, W, 3], got {image.dtype} {image.shape}")
     data = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.ndim == 3 else image
     params = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY] if Path(path).suffix.lower() in (".jpg", ".jpeg") else []
+    ok, encoded = cv2.imencode(Path(path).suffix or ".png", data, params)
+    if not ok:
+        raise MediaError(f"{path}: could not encode the image as {Path(path).suffix or '(no suffix)'}; use .jpg or "
+                         f".png")
+    # Written by Python rather than cv2.imwrite, which reports a full disk as a bare False: here ENOSPC raises,
+    # and atomic_path turns it into a DiskFullError naming the path and the space left.
     with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), data, params):
-            raise MediaError(f"{path}: could not write image")
+        _write_bytes(tmp, encoded.tobytes())
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)

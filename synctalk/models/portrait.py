@@ -38,12 +38,16 @@ class Crop:
     side: int
 
     @classmethod
-    def from_meta(cls, meta: dict) -> Crop:
+    def from_meta(cls, meta: dict, root=None) -> Crop:
+        """The crop in a subject's meta.json (`root`: the subject folder, named in the error)."""
         if "crop" not in meta:
+            from synctalk.data.subject import repair_hint
             from synctalk.errors import DatasetError
 
-            raise DatasetError("the subject's meta.json records no crop of the original video (made by an older "
-                               "preprocess?); rerun `synctalk preprocess --force frames` for portrait paste-back")
+            hint = repair_hint(root, "frames") if root is not None else \
+                "redo its frames step with `synctalk preprocess VIDEO -o SUBJECT --force frames`"
+            raise DatasetError(f"{root or 'the subject'}: meta.json records no crop of the original video (made by an "
+                               f"older preprocess?), which portrait paste-back needs; {hint}")
         crop = meta["crop"]
         return cls(int(crop["x0"]), int(crop["y0"]), int(crop["side"]))
 

@@ -27,6 +27,7 @@ class SubjectTensors:
     K: torch.Tensor             # [3, 3]
     train: list[int]
     val: list[int]
+    val_is_train: bool = False  # the subject has no validation frames: `val` is the last training frame
 
 
 def load_subject(ds, device, expression_names, poses: str = "stabilised",
@@ -42,6 +43,13 @@ def load_subject(ds, device, expression_names, poses: str = "stabilised",
     features = np.asarray(ds.audio_features) if features is None else features
     mouth = expression_from_blendshapes(blend, MOUTH_BLENDSHAPE_NAMES)
     train_mouth = mouth[ds.split("train")]
+    val = ds.split("val")
+    if not val:
+        import logging
+
+        logging.getLogger("synctalk.train").warning(
+            "%s: splits.json has no validation frames (preprocess.val_fraction=0?); the PSNR shown during "
+            "training is measured on the last training frame, not on held-out frames", ds.root / "splits.json")
     return SubjectTensors(
         features=torch.as_tensor(np.array(features), dtype=torch.float32, device=device),
         expressions=expression_from_blendshapes(blend, expression_names),
@@ -49,4 +57,4 @@ def load_subject(ds, device, expression_names, poses: str = "stabilised",
         poses=c2w, pose_vectors=pose_vector(c2w),
         torso_tracks=torch.as_tensor(np.array(ds.torso_track), dtype=torch.float32, device=device),
         K=torch.as_tensor(ds.intrinsics, dtype=torch.float32, device=device),
-        train=ds.split("train"), val=ds.split("val") or ds.split("train")[-1:])
+        train=ds.split("train"), val=val or ds.split("train")[-1:], val_is_train=not val)

@@ -101,7 +101,7 @@ def train_portrait(ctx, budget_s: float = 0.0) -> None:
     log.info("portrait stage: the original video's frames (%s)", source.video)
     try:
         source.ensure(progress=ctx.progress)
-        crop = Crop.from_meta(ctx.ds.meta)
+        crop = Crop.from_meta(ctx.ds.meta, ctx.ds.root)
     except DatasetError as exc:
         log.warning("portrait stage skipped: %s", exc)
         info.update(status="skipped", reason=str(exc))

@@ -133,7 +133,12 @@ class StageContext:
         (self.workspace / "val").mkdir(exist_ok=True)
         write_image(self.workspace / "val" / f"{stage}_{step:07d}.png",
                     (sheet.cpu().numpy() * 255).round().astype(np.uint8))
-        log.info("%s step %d: validation PSNR %.2f dB", stage, step, value)
+        if getattr(self.data, "val_is_train", False):  # no validation frames: say what the figure is
+            self.log.stage(stage)["val_on_train"] = True
+            log.info("%s step %d: PSNR %.2f dB on training frame %d (the subject has no validation frames)", stage,
+                     step, value, self.data.val[0])
+        else:
+            log.info("%s step %d: validation PSNR %.2f dB", stage, step, value)
         return value
 
 
