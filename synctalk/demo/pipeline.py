@@ -94,7 +94,10 @@ def stage_preprocess(cfg: SyncTalkConfig, report: DemoReport) -> None:
     """sample.mp4 → demo_out/subject with the real preprocessing pipeline."""
     from preprocess.run import preprocess
 
-    result = preprocess(report.out_dir / SAMPLE_VIDEO, report.out_dir / "subject", cfg.preprocess, full_config=cfg)
+    # The demo writes its own sample clip into its folder again on every run; a subject made from an earlier clip
+    # (other demo.seconds, seed...) is replaced rather than refused.
+    result = preprocess(report.out_dir / SAMPLE_VIDEO, report.out_dir / "subject", cfg.preprocess, full_config=cfg,
+                        overwrite=True)
     report.files.update(subject=result.root, qa_sheet=result.root / "qa" / "sheet.png")
     pending = [s.name for s in result.steps if s.status == "not built yet"]
     log.info("subject: %d frames -> %s%s", result.n_frames, result.root,
