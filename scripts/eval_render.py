@@ -1,16 +1,16 @@
 #!/usr/bin/env python
 """Does the rendered mouth follow new speech? Render audio files with a trained workspace and measure.
 
-    python scripts/eval_render.py WORKSPACE --audio a.flac b.wav -o OUT [--size 128] [--portrait]
+    python scripts/eval_render.py WORKSPACE --audio a.flac b.wav [--espeak "Some text."] -o OUT [--size 128]
 
 Per audio file: the mp4 (`synctalk render`), its frame count against the audio duration, the muxed audio's
 length, the MediaPipe jawOpen of every rendered frame against the speech loudness (RMS per frame, dB) as a
-correlation and a plot (OUT/<name>_mouth.png, no frames in it); with a mouth stage, also the jawOpen its
-predictor reads off the audio, against the loudness and against the rendered jawOpen (which part falls short: the
-audio → blendshape predictor on this voice, or the generator drawing what it is told); LSE-D / LSE-C / offset of
-the render from the subject's sync judge (never trained on these audio files), and a sheet of 8 frames
-(OUT/<name>_sheet.png; it shows the subject's face: keep it out of the repository when the subject is real
-footage). Writes OUT/render_eval.json.
+correlation and a plot (OUT/<name>_mouth.png, no frames in it); also the jawOpen the audio predicts (the mouth
+stage's predictor, else the head's own mouth head on its audio codes), against the loudness and against the rendered
+jawOpen (which part falls short: the audio → blendshape prediction on this voice, or the drawing of it);
+LSE-D / LSE-C / offset of the render from the subject's sync judge (never trained on these audio files), and a
+sheet of 8 frames (OUT/<name>_sheet.png; it shows the subject's face: keep it out of the repository when the
+subject is real footage). Writes OUT/render_eval.json.
 """
 
 from __future__ import annotations
@@ -32,12 +32,25 @@ def loudness_db(samples: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
     return 20 * np.log10(np.asarray(rms))
 
 
+def espeak(text: str, path: Path) -> Path:
+    """``text`` spoken by espeak-ng into ``path`` (a WAV file)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("espeak-ng") is None:
+        raise SystemExit("--espeak needs espeak-ng (apt install espeak-ng)")
+    subprocess.run(["espeak-ng", "-w", str(path), text], check=True)
+    return path
+
+
 def main() -> int:
     from synctalk.models.mouth import DEFAULT_GAIN
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("workspace", type=Path)
-    parser.add_argument("--audio", type=Path, nargs="+", required=True)
+    parser.add_argument("--audio", type=Path, nargs="+", default=[])
+    parser.add_argument("--espeak", nargs="+", default=[], metavar="TEXT",
+                        help="sentences spoken by espeak-ng (Debian package espeak-ng) and rendered like --audio")
     parser.add_argument("-o", "--out", type=Path, required=True)
     parser.add_argument("--size", type=int)
     parser.add_argument("--portrait", action="store_true")
@@ -61,6 +74,10 @@ def main() -> int:
     avatar = Avatar.load(args.workspace)
     avatar.mouth_gain = args.mouth_gain
     args.out.mkdir(parents=True, exist_ok=True)
+    for k, text in enumerate(args.espeak):
+        args.audio.append(espeak(text, args.out / f"espeak_{k}.wav"))
+    if not args.audio:
+        parser.error("give --audio files or --espeak sentences")
     results = {}
     for audio in args.audio:
         name = audio.stem
@@ -75,7 +92,7 @@ def main() -> int:
         loud = loudness_db(samples, len(frames), report.fps)
         ok = found & np.isfinite(jaw)
         corr = float(np.corrcoef(jaw[ok], loud[ok])[0, 1]) if ok.sum() > 2 else float("nan")
-        shapes = avatar.mouth_shapes(avatar.audio_features(samples, len(frames)), range(len(frames)))
+        shapes = avatar.predicted_mouth(avatar.audio_features(samples, len(frames)), range(len(frames)))
         predicted = None if shapes is None else shapes[:, MOUTH_BLENDSHAPE_NAMES.index("jawOpen")]
         judge_path = Path(json.loads((Path(args.workspace) / "train_log.json").read_text())["subject"]) / "sync.pt"
         sync = sync_score(video, model=load_judge(judge_path)).summary() if judge_path.is_file() else None

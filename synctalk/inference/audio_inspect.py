@@ -60,16 +60,8 @@ def _workspace_jaw(workspace: Path, samples: np.ndarray, n: int, device) -> np.n
 
     avatar = Avatar.load(workspace, device)
     features = avatar.audio_features(samples, n)
-    jaw = MOUTH_BLENDSHAPE_NAMES.index("jawOpen")
-    if avatar.mouth is not None:
-        avatar.mouth_gain = 1.0
-        return np.asarray(avatar.mouth_shapes(features, range(n)))[:, jaw]
-    if getattr(avatar.head, "mouth_head", None) is not None:
-        import torch
-
-        with torch.no_grad():
-            return avatar.head.predict_mouth(avatar.audio_codes(features, range(n)))[:, jaw].cpu().numpy()
-    return None
+    shapes = avatar.predicted_mouth(features, range(n))
+    return None if shapes is None else shapes[:, MOUTH_BLENDSHAPE_NAMES.index("jawOpen")]
 
 
 def inspect_audio(path: str | Path, image: str | Path, fps: float = 25.0, workspace: str | Path | None = None,

@@ -170,6 +170,17 @@ class Avatar:
         features = features.cpu().numpy() if torch.is_tensor(features) else np.asarray(features)
         return self.mouth.predictor.predict(features, list(frames)) * np.float32(self.mouth_gain)
 
+    @torch.no_grad()
+    def predicted_mouth(self, features: np.ndarray | torch.Tensor, frames) -> np.ndarray | None:
+        """The mouth blendshapes ``[len(frames), 27]`` (standardised units, gain 1) that drive the mouth: the mouth
+        stage's predictor, else the head's own linear mouth head on its audio codes; None without either."""
+        if self.mouth is not None:
+            features = features.cpu().numpy() if torch.is_tensor(features) else np.asarray(features)
+            return self.mouth.predictor.predict(features, list(frames))
+        if getattr(self.head, "mouth_head", None) is None:
+            return None
+        return self.head.predict_mouth(self.audio_codes(features, frames)).float().cpu().numpy()
+
     # ---------------------------------------------------------------------------------------------- frames
     def behind(self, pose_frame: int) -> torch.Tensor:
         """What shows behind the head: the background plate with a torso model, else the pose frame's torso

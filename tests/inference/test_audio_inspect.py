@@ -44,3 +44,24 @@ def test_a_missing_file_is_a_clear_error(tmp_path, capsys):
 
     assert main(["audio-inspect", str(tmp_path / "nope.wav")]) == 2
     assert "nope.wav: file not found" in capsys.readouterr().err
+
+
+def test_the_predicted_mouth_is_the_mouth_stage_else_the_head_mouth_head(trained_workspace):
+    import torch
+    from conftest import speech_like
+
+    from synctalk.inference.avatar import Avatar
+
+    workspace, _ = trained_workspace
+    avatar = Avatar.load(workspace)
+    features = avatar.audio_features(speech_like(1.0), 25)
+    avatar.mouth_gain = 3.0                                       # a style knob: not part of the prediction
+    np.testing.assert_array_equal(avatar.predicted_mouth(features, range(25)),
+                                  avatar.mouth.predictor.predict(features, range(25)))
+    avatar.mouth = None
+    assert avatar.predicted_mouth(features, range(25)) is None   # no mouth stage, no mouth head
+    codes = avatar.audio_codes(features, range(25))
+    avatar.head.mouth_head = torch.nn.Linear(codes.shape[1], 27)
+    with torch.no_grad():
+        expected = avatar.head.mouth_head(codes).numpy()
+    np.testing.assert_allclose(avatar.predicted_mouth(features, range(25)), expected, rtol=1e-6)
