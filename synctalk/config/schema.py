@@ -180,8 +180,12 @@ class TrainConfig:
                                     "torso mask outside the head (without it the 2D torso also paints the "
                                     "background, half transparent and blurrier than the plate).", at_least=0)
     entropy_weight: float = knob(1e-4, "Opacity entropy weight (head stage).", at_least=0)
+    lips_lpips_weight: float = knob(0.01, "Weight of LPIPS (AlexNet) on lip patches when lpips_alex.pt is in the "
+                                    "model cache (`synctalk assets fetch lpips_alex`); it replaces the SSIM + "
+                                    "gradient terms then (0: always those).", at_least=0)
     lips_ssim_weight: float = knob(0.2, "Weight of 1 - SSIM on lip patches (the fallback for LPIPS).", at_least=0)
-    lips_gradient_weight: float = knob(0.1, "Weight of the image-gradient loss on lip patches.", at_least=0)
+    lips_gradient_weight: float = knob(0.1, "Weight of the image-gradient loss on lip patches (the fallback for "
+                                       "LPIPS).", at_least=0)
     eval_every: int = knob(1000, "Steps between validation renders (PSNR, images in TensorBoard).", at_least=0)
     eval_size: int = knob(128, "Side of the validation renders during training (pixels).", at_least=8)
     eval_frames: int = knob(4, "Validation frames rendered at each evaluation.", at_least=1)
@@ -235,6 +239,8 @@ class GaussianHeadConfig:
     lr_sh: float = knob(2.5e-3, "Learning rate of the colour coefficients.", at_least=0)
     ssim_weight: float = knob(0.2, "Weight of 1 - SSIM on whole training frames (the 3DGS photometric loss).",
                               at_least=0)
+    lpips_weight: float = knob(0.01, "Weight of LPIPS (AlexNet) on whole training frames, added to D-SSIM when "
+                                     "lpips_alex.pt is in the model cache (0: off).", at_least=0)
 
 
 @dataclass

@@ -38,7 +38,7 @@ from synctalk.field.encoding import TriPlaneHashEncoding, spherical_harmonics
 from synctalk.models.audio_net import AudioNet, feature_windows
 from synctalk.models.base import Conditions, HeadRepresentation, HeadSpec, PixelRegions
 from synctalk.models.head import _mlp as mlp
-from synctalk.models.losses import HeadLossWeights, head_losses, ssim_loss
+from synctalk.models.losses import HeadLossWeights, head_losses, optional_lpips, ssim_loss
 
 __all__ = ["GaussianHead", "GaussianHeadSettings"]
 
@@ -87,6 +87,7 @@ class GaussianHeadSettings:
     lr_opacity: float = 5e-2
     lr_sh: float = 2.5e-3
     ssim_weight: float = 0.2
+    lpips_weight: float = 0.01
     box: tuple[float, ...] = (-1.0, -1.0, -1.0, 1.0, 1.0, 1.0)
     expression_names: tuple[str, ...] = ()
     mouth_names: tuple[str, ...] = ()
@@ -383,14 +384,22 @@ class GaussianHead(HeadRepresentation):
     # ------------------------------------------------------------------------------------------- training
     def losses(self, outputs: dict[str, Tensor], target: Tensor, regions: PixelRegions, step: int,
                weights: HeadLossWeights | None = None) -> dict[str, Tensor]:
-        """The NeRF head's terms (L1, opacity entropy, masked attention, silhouette) plus D-SSIM when the pixels
-        form whole images (``regions.image_size``)."""
+        """The NeRF head's terms (L1, opacity entropy, masked attention, silhouette) plus D-SSIM, and LPIPS when its
+        weights are in the model cache, when the pixels form whole images (``regions.image_size``)."""
         losses = head_losses(outputs, target, regions.lower_face, step, weights, regions.head)
         if regions.image_size is not None and self.settings.ssim_weight > 0:
             h, w = regions.image_size
             pred = outputs["rgb"].reshape(-1, h, w, 3).permute(0, 3, 1, 2)
             gt = target.reshape(-1, h, w, 3).permute(0, 3, 1, 2)
             losses["ssim"] = self.settings.ssim_weight * ssim_loss(pred, gt)
+        if regions.image_size is not None and (lpips := optional_lpips(self.settings.lpips_weight, target.device,
+                                                                       "gaussian head")) is not None:
+            from synctalk.eval.lpips import perceptual_loss
+
+            h, w = regions.image_size
+            pred = outputs["rgb"].reshape(-1, h, w, 3).permute(0, 3, 1, 2)
+            gt = target.reshape(-1, h, w, 3).permute(0, 3, 1, 2)
+            losses["lpips"] = self.settings.lpips_weight * perceptual_loss(lpips, pred, gt)
         return losses
 
     def param_groups(self, lr_grid: float, lr_mlp: float) -> list[dict]:

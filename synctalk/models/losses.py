@@ -4,21 +4,26 @@
   uncertainty-aware loss, a Laplace-like negative log-likelihood).
 - :func:`opacity_entropy`: pushes every ray's accumulated opacity towards 0 or 1 (no semi-transparent haze).
 - :func:`attention_losses`: facial-aware masked attention — audio acts on the lower face, expression elsewhere.
-- :func:`ssim_loss`, :func:`gradient_loss`, :func:`lip_patch_loss`: the structure losses on lip patches, the
-  documented fallback when LPIPS weights are absent.
+- :func:`ssim_loss`, :func:`gradient_loss`, :func:`lip_patch_loss`: the structure losses on lip patches; with the
+  LPIPS weights in the model cache (:func:`optional_lpips`), ``lip_patch_loss`` is LPIPS instead, and SSIM +
+  gradient is the fallback when they are absent.
 - :func:`ramp`: a 0 → 1 weight schedule for losses switched on during training.
 - :func:`head_losses` with :class:`HeadLossWeights`: the weighted terms of a head training step.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 __all__ = ["HeadLossWeights", "attention_losses", "gradient_loss", "head_losses", "lip_patch_loss", "mask_loss",
-           "masked_mean", "opacity_entropy", "ramp", "ssim_loss", "uncertainty_l1"]
+           "masked_mean", "opacity_entropy", "optional_lpips", "ramp", "ssim_loss", "uncertainty_l1"]
+
+log = logging.getLogger("synctalk.train")
+_SAID: set[tuple[str, bool]] = set()
 
 
 def uncertainty_l1(pred: Tensor, target: Tensor, uncertainty: Tensor, floor: float = 0.01) -> Tensor:
@@ -139,10 +144,36 @@ def gradient_loss(pred: Tensor, target: Tensor) -> Tensor:
     return dx.abs().mean() + dy.abs().mean()
 
 
+def optional_lpips(weight: float, device, who: str):
+    """The LPIPS AlexNet (:func:`synctalk.eval.lpips.load_lpips`) on ``device`` for a loss term of ``weight``, or
+    None when ``weight`` is 0 or ``lpips_alex.pt`` is not in the model cache (said once per ``who``, with how to
+    get it). A damaged file is an AssetError that says what to do."""
+    if weight <= 0:
+        return None
+    from synctalk import assets
+    from synctalk.eval.lpips import load_lpips
+
+    present = assets.is_available("lpips_alex")
+    if (who, present) not in _SAID:
+        _SAID.add((who, present))
+        if present:
+            log.info("%s: LPIPS (AlexNet) loss with weight %g", who, weight)
+        else:
+            log.info("%s: no LPIPS weights (%s); using the SSIM + gradient losses instead (`synctalk assets fetch "
+                     "lpips_alex` makes them)", who, assets.path_of("lpips_alex"))
+    return load_lpips("alex", device) if present else None
+
+
 def lip_patch_loss(pred: Tensor, target: Tensor, ssim_weight: float = 1.0, gradient_weight: float = 1.0,
-                   window_size: int = 11) -> Tensor:
-    """Structure loss on lip patches without LPIPS weights: ``ssim_weight * ssim_loss + gradient_weight *
-    gradient_loss`` on [B, 3, H, W] patches in [0, 1]."""
+                   window_size: int = 11, lpips=None, lpips_weight: float = 0.0) -> Tensor:
+    """Structure loss on lip patches [B, 3, H, W] in [0, 1]: ``lpips_weight * LPIPS`` when an ``lpips`` network
+    is given (:func:`optional_lpips`), else the fallback ``ssim_weight * ssim_loss + gradient_weight *
+    gradient_loss``."""
+    if lpips is not None and lpips_weight > 0:
+        from synctalk.eval.lpips import perceptual_loss
+
+        _check_images(pred, target)
+        return lpips_weight * perceptual_loss(lpips, pred, target)
     return ssim_weight * ssim_loss(pred, target, window_size) + gradient_weight * gradient_loss(pred, target)
 
 

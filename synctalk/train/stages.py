@@ -8,8 +8,9 @@ step loop.
 - **head**: random pixels of ``train.frames_per_batch`` frames, the head over each frame's torso plate; the head's
   own losses (L1, uncertainty after ``train.uncertainty_start``, silhouette, entropy, masked attention) and, with
   ``train.mouth_weight``, the mouth-blendshape loss on the audio codes. The head's step hooks run (occupancy grid).
-- **lips**: P x P patches around the mouth; plain L1 + ``lips_ssim_weight``·(1 - SSIM) + ``lips_gradient_weight``·
-  gradient loss. The stage keeps the head's weights when it does not beat them on validation.
+- **lips**: P x P patches around the mouth; plain L1 + ``lips_lpips_weight``·LPIPS (AlexNet) when its weights are in
+  the model cache, else ``lips_ssim_weight``·(1 - SSIM) + ``lips_gradient_weight``· gradient loss. The stage keeps
+  the head's weights when it does not beat them on validation.
 - **torso**: the head frozen; the torso model behind it over the background plate; L1 + silhouette.
 """
 
@@ -172,18 +173,24 @@ class LipsStage(PixelStage):
     name = "lips"
 
     def losses(self, batch, step: int) -> dict[str, torch.Tensor]:
-        from synctalk.models.losses import lip_patch_loss
+        from synctalk.models.losses import lip_patch_loss, optional_lpips
 
         losses, out, target = self.head_losses(batch, step, 2 ** 62)  # plain L1: the patch losses carry the detail
         p = batch.patch
         pred = out["rgb"].reshape(-1, p, p, 3).permute(0, 3, 1, 2)
         gt = target.reshape(-1, p, p, 3).permute(0, 3, 1, 2)
-        losses["lips"] = lip_patch_loss(pred, gt, self.tcfg.lips_ssim_weight, self.tcfg.lips_gradient_weight)
+        lpips = optional_lpips(self.tcfg.lips_lpips_weight, pred.device, "lips stage")
+        self.patch_loss = "lpips" if lpips is not None else "ssim+gradient"
+        losses["lips_lpips" if lpips is not None else "lips"] = lip_patch_loss(
+            pred, gt, self.tcfg.lips_ssim_weight, self.tcfg.lips_gradient_weight, lpips=lpips,
+            lpips_weight=self.tcfg.lips_lpips_weight)
         return losses
 
     def finish(self, run: StageRun) -> None:
         """Keep the head stage's weights when the lips stage scores lower on validation (it trades PSNR for
         sharper lips, and must not make the model worse)."""
+        if getattr(self, "patch_loss", None):
+            run.info["patch_loss"] = self.patch_loss   # which lip-patch loss trained: lpips or the fallback
         before = self.ctx.log.stage("head").get("val_psnr")
         after = run.info.get("val_psnr")
         if before is None or after is None or after >= before:
