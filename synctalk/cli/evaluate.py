@@ -19,7 +19,8 @@ def register(subparsers) -> None:
     parser.add_argument("--split", default="val", help="subject split to evaluate (default: val)")
     parser.add_argument("--audio", type=Path, help="also render this speech and score its lip sync")
     parser.add_argument("--portrait", action="store_true", help="evaluate the portrait paste-back at full size")
-    parser.add_argument("--max-frames", type=int, help="only the first N frames of the split")
+    parser.add_argument("--max-frames", type=frame_count, metavar="N",
+                        help="only the first N frames of the split (N >= 1; leave it out for every frame)")
     parser.add_argument("--size", type=positive_int, metavar="N",
                         help="render and score at N x N pixels instead of the subject's frame size (the real frames "
                              "are resized to N; faster on a CPU; reports made at different sizes do not compare)")
@@ -30,6 +31,18 @@ def register(subparsers) -> None:
     parser.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="diff two reports")
     add_common_args(parser)
     parser.set_defaults(handler=run)
+
+
+def frame_count(text: str) -> int:
+    """argparse type of --max-frames: a whole number >= 1 (0 would be no frames, not all of them)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of frames") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} frames would evaluate nothing; give 1 or more, or leave "
+                                         "--max-frames out to evaluate every frame of the split")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,10 +4,13 @@ Self-driven (default): every frame of a held-out split is rendered from its own 
 compared with the real frame (with ``portrait``: pasted back and compared with the original full-resolution
 frame). Rows of the table:
 
-- ``render``: PSNR, SSIM, MS-SSIM, LMD (mouth landmarks, mean-centred, pixels at the evaluation resolution),
-  blendshape error of the upper and lower face (our stand-in for AUE), LSE-D / LSE-C / offset from the sync judge;
-  LPIPS and FID are not computed yet and are listed as skipped;
-- ``ground truth``: the real frames scored the same way (LSE-D / LSE-C / offset), so every table has its GT row.
+- ``render``: PSNR, SSIM, MS-SSIM, LPIPS (AlexNet, v0.1) of the whole frame and of the face box (the square around
+  the subject's tracked landmarks, 10 % margin), LMD (mouth landmarks, mean-centred, pixels at the evaluation
+  resolution), blendshape error of the upper and lower face (our stand-in for AUE), LSE-D / LSE-C / offset from the
+  sync judge; FID is not computed yet and is listed as skipped, and LPIPS is skipped (with what to do) when
+  ``lpips_alex.pt`` is not in the model cache;
+- ``ground truth``: the real frames scored the same way (LSE-D / LSE-C / offset; LPIPS of the frames against
+  themselves, 0, as the papers' GT rows show it), so every table has its GT row.
 
 With ``audio``: the avatar renders that speech (`synctalk render`) and the lip-sync metrics are computed on it;
 the GT row is still the held-out split with its own audio.
@@ -20,7 +23,13 @@ pasted back and scored at the original resolution as usual.
 The judge is the subject's ``sync.pt`` (trained during preprocessing on frames *before* the validation tail, so it
 never saw the frames it judges) unless ``sync_model`` is given; the official SyncNet is added when
 ``syncnet_v2.model`` is in the asset cache. A metric that cannot be computed is listed under ``skipped`` with the
-reason, never given a made-up value. Speed: training wall time (train_log.json), rendering FPS, peak memory.
+reason, never given a made-up value; a metric that fails on these frames (the judge finds no face in the render) is
+skipped with the reason and the rest is still written. Speed: training wall time (train_log.json), rendering FPS,
+peak memory.
+
+Inputs (workspace, split, ``max_frames``, ``size``, ``audio``) are checked, and the report folder is checked to be
+writable and new, empty or a report made before (it holds a metrics.json), before any rendering; a run that fails
+leaves no empty report folder behind.
 
 Outputs: ``metrics.json`` (values, skipped reasons, provenance: config, dataset hash, code version, hardware),
 ``metrics.md`` (the table) and ``sheet.png`` (GT | render | error map for a few frames).
@@ -47,9 +56,10 @@ from synctalk.models.mouth import DEFAULT_GAIN
 
 log = logging.getLogger("synctalk.eval")
 
-IMAGE_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "lmd", "au_upper", "au_lower", "fid")
+IMAGE_METRICS = ("psnr", "ssim", "ms_ssim", "lpips", "lpips_face", "lmd", "au_upper", "au_lower", "fid")
 SYNC_METRICS = ("lse_d", "lse_c", "offset")
-LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "ms_ssim": "MS-SSIM ↑", "lpips": "LPIPS ↓", "lmd": "LMD ↓",
+LABELS = {"psnr": "PSNR ↑", "ssim": "SSIM ↑", "ms_ssim": "MS-SSIM ↑", "lpips": "LPIPS ↓",
+          "lpips_face": "LPIPS face ↓", "lmd": "LMD ↓",
           "au_upper": "AUE-upper* ↓", "au_lower": "AUE-lower* ↓", "fid": "FID ↓", "lse_d": "LSE-D ↓",
           "lse_c": "LSE-C ↑", "offset": "offset", "syncnet_lse_d": "SyncNet LSE-D ↓",
           "syncnet_lse_c": "SyncNet LSE-C ↑"}
@@ -60,7 +70,7 @@ class EvaluateOptions:
     split: str = "val"
     audio: Path | None = None        # novel speech: lip-sync metrics of its render
     portrait: bool = False           # paste back and compare at the original resolution
-    max_frames: int | None = None    # evaluate the first N frames of the split (quick runs)
+    max_frames: int | None = None    # evaluate the first N frames of the split (quick runs; None: all)
     sync_model: Path | None = None   # the judge (default: SUBJECT/sync.pt)
     max_offset: int = 15
     sheet_frames: int = 4
@@ -212,11 +222,6 @@ def image_metrics(preds: list[np.ndarray], gts: list[np.ndarray], fps: float) ->
     values = {name: float(np.mean(v)) for name, v in per_frame.items()}
     values["per_frame"] = {name: [round(x, 4) for x in v] for name, v in per_frame.items()}
     skipped = {}
-    lpips = M.lpips_metric()
-    if isinstance(lpips, M.Skipped):
-        skipped["lpips"] = lpips.reason
-    else:
-        values["lpips"] = float(np.mean([lpips(p, g) for p, g in zip(preds, gts, strict=True)]))
     fid = M.fid_metric()
     if isinstance(fid, M.Skipped):
         skipped["fid"] = fid.reason
@@ -233,6 +238,79 @@ def image_metrics(preds: list[np.ndarray], gts: list[np.ndarray], fps: float) ->
     else:
         skipped["lmd"] = skipped["au_upper"] = skipped["au_lower"] = "no face found in the renders"
     return values, skipped
+
+
+def face_boxes(avatar, frames: list[int], shape: tuple[int, int], portrait=None) -> list | None:
+    """Per frame, the face box (:func:`synctalk.eval.metrics.face_box`) in the scored frames of ``shape`` (H, W)
+    from the subject's tracked landmarks (None for a frame without a face); None when the subject has none."""
+    from synctalk.errors import SyncTalkError
+    from synctalk.eval.metrics import face_box
+
+    ds = avatar.ds
+    try:
+        landmarks, flags = ds.landmarks, ds.face_flags
+    except (SyncTalkError, OSError, ValueError):
+        return None
+    boxes = []
+    for frame in frames:
+        if not flags[frame]:
+            boxes.append(None)
+            continue
+        xy = np.asarray(landmarks[frame][:, :2], np.float64)
+        if portrait is not None:   # crop pixels of a ds.width frame → pixels of the original frame
+            xy = xy * portrait.crop.side / ds.width + (portrait.crop.x0, portrait.crop.y0)
+        else:
+            xy = xy * (shape[1] / ds.width, shape[0] / ds.height)
+        boxes.append(face_box(xy, shape))
+    return boxes
+
+
+def lpips_rows(preds: list[np.ndarray], gts: list[np.ndarray], boxes: list | None,
+               device: str | torch.device = "cpu") -> tuple[dict, dict, dict, dict]:
+    """LPIPS of the whole frames and of the face boxes: (render values, ground-truth row values, per-frame
+    render values, skipped reasons). The ground-truth row scores the real frames against themselves."""
+    from synctalk.eval import metrics as M
+
+    score = M.lpips_metric(device=device)
+    if isinstance(score, M.Skipped):
+        return {}, {}, {}, {"lpips": score.reason, "lpips_face": score.reason}
+    values, truth, per_frame, skipped = {}, {}, {}, {}
+    height, width = preds[0].shape[:2]
+    need = score.min_side
+    if min(height, width) < need:
+        skipped["lpips"] = skipped["lpips_face"] = (
+            f"LPIPS skipped: the scored frames are {width}x{height}, smaller than the {need} px LPIPS (AlexNet) "
+            f"needs; evaluate with --size {need} or more")
+        return values, truth, per_frame, skipped
+    per_frame["lpips"] = [score(p, g) for p, g in zip(preds, gts, strict=True)]
+    values["lpips"] = float(np.mean(per_frame["lpips"]))
+    truth["lpips"] = float(np.mean([score(g, g) for g in gts]))
+    if boxes is None or not any(b is not None for b in boxes):
+        skipped["lpips_face"] = ("LPIPS face skipped: no frame of the split has a tracked face (the subject's "
+                                 "landmarks.npy / face_flags.npy)")
+        return values, truth, per_frame, skipped
+    pairs = [(p[b], g[b]) for p, g, b in zip(preds, gts, boxes, strict=True)
+             if b is not None and b[0].stop - b[0].start >= need]
+    if not pairs:
+        skipped["lpips_face"] = (f"LPIPS face skipped: the face boxes are smaller than the {need} px LPIPS "
+                                 f"(AlexNet) needs at {width}x{height}; evaluate with a larger --size")
+        return values, truth, per_frame, skipped
+    values["lpips_face"] = float(np.mean([score(p, g) for p, g in pairs]))
+    truth["lpips_face"] = float(np.mean([score(g, g) for _, g in pairs]))
+    if len(pairs) < len(preds):
+        values["lpips_face_frames"] = len(pairs)
+    return values, truth, per_frame, skipped
+
+
+def check_max_frames(max_frames: int | None) -> int | None:
+    """``max_frames`` as given to ``--max-frames`` (None: every frame of the split), refused unless positive."""
+    if max_frames is None:
+        return None
+    if isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) or max_frames < 1:
+        raise UserInputError(f"--max-frames must be a positive whole number of frames, got {max_frames!r} (0 "
+                             "would evaluate nothing); give 1 or more, or leave --max-frames out to evaluate every "
+                             "frame of the split")
+    return int(max_frames)
 
 
 def crop_psnr(pasted: list[np.ndarray], plain: list[np.ndarray], originals: list[np.ndarray], crop) -> dict:
@@ -270,20 +348,43 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
              device: str | torch.device = "cpu", progress: bool = True) -> dict:
     """Evaluate a trained workspace (see the module docstring); returns what metrics.json holds."""
     from synctalk.inference.avatar import Avatar
-    from synctalk.io.atomic import atomic_write_json, atomic_write_text
-    from synctalk.io.images import write_image
+    from synctalk.io.outputs import check_output_dir
 
     options = options or EvaluateOptions()
     size = check_size(options.size)
+    max_frames = check_max_frames(options.max_frames)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if options.audio is not None and not Path(options.audio).is_file():
+        from synctalk.errors import MediaError
+
+        raise MediaError(f"{options.audio}: no such audio file; give --audio an existing speech file (WAV, MP3, "
+                         "FLAC...) or leave it out to score the held-out frames with their own audio")
     avatar = Avatar.load(workspace, device)
     avatar.mouth_gain = options.mouth_gain
     frames = avatar.ds.split(options.split)
     if not frames:
         raise UserInputError(f"{avatar.ds.root}: the split '{options.split}' is empty; preprocess with "
                              "preprocess.val_fraction > 0 or pick --split train")
-    frames = frames[:options.max_frames] if options.max_frames else frames
+    frames = frames[:max_frames] if max_frames else frames
+    check_output_dir(out_dir, "report folder", "-o", ours=lambda folder: (folder / "metrics.json").is_file())
+    created = [p for p in (out_dir.absolute(), *out_dir.absolute().parents) if not p.exists()]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _evaluate(workspace, avatar, frames, out_dir, options, size, device, progress)
+    except BaseException:
+        for folder in created:   # a failed run leaves no empty report folder behind
+            if not folder.is_dir() or any(folder.iterdir()):
+                break
+            folder.rmdir()
+        raise
+
+
+def _evaluate(workspace, avatar, frames: list[int], out_dir: Path, options: EvaluateOptions, size: int | None,
+              device, progress: bool) -> dict:
+    from synctalk.errors import SyncTalkError
+    from synctalk.io.atomic import atomic_write_json, atomic_write_text
+    from synctalk.io.images import write_image
+
     if size is not None and size > max(avatar.ds.width, avatar.ds.height):
         log.warning("evaluating at %d px, larger than the subject's %dx%d frames: the ground truth is upsampled",
                     size, avatar.ds.width, avatar.ds.height)
@@ -300,10 +401,15 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
     gts = [portrait.source[f] if portrait is not None else resized(avatar.ds.image(f), size) for f in frames]
     render, skipped = image_metrics(preds, gts, avatar.fps)
     per_frame = render.pop("per_frame")
+    lpips_render, lpips_truth, lpips_frames, lpips_skipped = lpips_rows(
+        preds, gts, face_boxes(avatar, frames, preds[0].shape[:2], portrait), device)
+    render.update(lpips_render)
+    per_frame.update({name: [round(x, 4) for x in v] for name, v in lpips_frames.items()})
+    skipped.update(lpips_skipped)
     if portrait is not None:  # the same frames without paste-back, upsampled to the crop, for comparison
         render.update(crop_psnr(preds, plain, gts, portrait.crop))
     render["render_fps"] = render_fps
-    gt_row: dict = {}
+    gt_row: dict = dict(lpips_truth)
 
     judges, judge_skips = _judges(avatar, options, device)
     skipped.update(judge_skips)
@@ -322,8 +428,15 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
         else:
             scored, scored_audio = _write_clip(out_dir / "render.mp4", preds, avatar.fps, segment), None
         for prefix, judge in judges.items():
-            for row, video in ((render, scored), (gt_row, gt_video)):
-                for name, value in _sync_row(video, scored_audio, judge, options.max_offset).items():
+            for row_name, row, video in (("render", render, scored), ("ground truth", gt_row, gt_video)):
+                try:
+                    scores = _sync_row(video, scored_audio, judge, options.max_offset)
+                except SyncTalkError as exc:  # e.g. no face in the render: keep every other metric
+                    skipped[f"{prefix}lse ({row_name})"] = (f"{'SyncNet ' if prefix else ''}LSE-D / LSE-C / offset "
+                                                             f"of the {row_name} frames skipped: {exc}")
+                    log.warning("evaluate: %s", skipped[f"{prefix}lse ({row_name})"])
+                    continue
+                for name, value in scores.items():
                     row[prefix + name] = value
     state = json.loads((Path(workspace) / "train_log.json").read_text())
     train_seconds = sum(float(s.get("seconds", 0)) for s in state["stages"].values())

@@ -9,8 +9,9 @@ Images are numpy ``uint8`` [H, W, 3] (divided by 255) or float arrays / tensors 
 - :data:`MOUTH_LANDMARKS`, :func:`lmd`: mouth landmark distance (mean-centred, as SyncTalk / AD-NeRF report it).
 - :func:`landmarks_of_frames`: MediaPipe Face Landmarker over frames → landmarks, found flags, blendshapes.
 - :func:`blendshape_error`: blendshape MAE for the upper and lower face, our stand-in for AUE (action-unit error).
-- :func:`lpips_metric`, :func:`fid_metric`: not computed by this version; they return :class:`Skipped` with that
-  reason so reports say so.
+- :func:`lpips_metric`: LPIPS v0.1 AlexNet (:mod:`synctalk.eval.lpips`) when ``lpips_alex.pt`` is in the model
+  cache, else :class:`Skipped` with what to do; :func:`face_box`: the square face box it is also computed in.
+- :func:`fid_metric`: not computed by this version; :class:`Skipped` with that reason so reports say so.
 - :func:`mean_image_baseline`: PSNR of the mean training frame, the floor a model has to beat.
 """
 
@@ -26,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["MOUTH_LANDMARKS", "MS_SSIM_WEIGHTS", "Skipped", "as_image", "blendshape_error", "fid_metric",
-           "landmarks_of_frames", "lmd", "lpips_metric", "mean_image_baseline", "ms_ssim", "psnr", "ssim"]
+__all__ = ["MOUTH_LANDMARKS", "MS_SSIM_WEIGHTS", "Skipped", "as_image", "blendshape_error", "face_box",
+           "fid_metric", "landmarks_of_frames", "lmd", "lpips_metric", "mean_image_baseline", "ms_ssim", "psnr", "ssim"]
 
 ImageLike = np.ndarray | Tensor
 
@@ -363,10 +364,51 @@ def _not_implemented(metric: str, network: str) -> Skipped:
                    "implementation yet); no value is reported")
 
 
-def lpips_metric() -> Skipped:
-    """LPIPS is not computed yet (no AlexNet/LPIPS implementation here): always :class:`Skipped` with that reason,
-    so reports list it as skipped instead of showing a value."""
-    return _not_implemented("LPIPS", "AlexNet/LPIPS network")
+def lpips_metric(net: str = "alex", device: str | torch.device = "cpu"):
+    """LPIPS v0.1 (:mod:`synctalk.eval.lpips`) as ``score(pred, gt) -> float`` for two images as :func:`psnr`
+    takes them (RGB, at least 31 px a side for AlexNet), or :class:`Skipped` with the reason when the converted
+    weights are not in the model cache (or are damaged).
+
+    Example: ``score(image, image)`` → 0.0; LPIPS grows with blur and noise.
+    """
+    from synctalk.errors import AssetError
+    from synctalk.eval.lpips import load_lpips
+
+    try:
+        model = load_lpips(net, device)
+    except AssetError as exc:
+        first = str(exc).splitlines()[0]
+        return Skipped(f"LPIPS skipped: {first} Run `synctalk assets fetch lpips_{net}` (pip and internet once) "
+                       "or see `synctalk assets list`; no value is reported")
+
+    def score(pred: ImageLike, gt: ImageLike) -> float:
+        x, y = _pair(pred, gt)
+        if x.shape[1] != 3:
+            raise ValueError(f"LPIPS compares RGB images, got {x.shape[1]} channel(s)")
+        param = next(model.parameters())
+        with torch.no_grad():
+            return float(model(x.to(param.device, torch.float32), y.to(param.device, torch.float32))[0])
+
+    score.min_side = model.min_side
+    return score
+
+
+def face_box(landmarks: np.ndarray, shape: tuple[int, int], margin: float = 0.1) -> tuple[slice, slice]:
+    """The square box around a face's landmarks ([P, 2|3] pixels x, y), grown by ``margin`` of its side on every
+    side and moved (then cut) to lie inside an image of ``shape`` (H, W): ``image[box]`` is the face.
+
+    Example: landmarks spanning x 10..30, y 20..30 in a 64 x 64 image → side 20 · 1.2 = 24 centred on (20, 25) →
+    rows 13..37, columns 8..32.
+    """
+    xy = np.asarray(landmarks, np.float64)[:, :2]
+    lo, hi = xy.min(0), xy.max(0)
+    side = float((hi - lo).max()) * (1 + 2 * margin)
+    height, width = shape
+    side = int(round(min(side, height, width)))
+    cx, cy = (lo + hi) / 2
+    x0 = int(np.clip(round(cx - side / 2), 0, width - side))
+    y0 = int(np.clip(round(cy - side / 2), 0, height - side))
+    return slice(y0, y0 + side), slice(x0, x0 + side)
 
 
 def fid_metric() -> Skipped:

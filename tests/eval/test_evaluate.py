@@ -27,11 +27,23 @@ def test_evaluate_writes_metrics_with_reasons_for_what_it_skips(trained_workspac
     preds, _ = render_split(avatar, frames)
     expected = np.mean([M.psnr(p, avatar.ds.image(f)) for p, f in zip(preds, frames, strict=True)])
     assert saved["rows"]["render"]["psnr"] == pytest.approx(expected)
-    # no sync judge, LPIPS/FID not computed, no face on 32 px noise: each listed with its reason, no value
-    for name, words in (("lse", "sync.pt"), ("lpips", "does not compute"), ("fid", "does not compute"),
-                        ("lmd", "no face")):
+    # no sync judge, FID not computed, no face on 32 px noise: each listed with its reason, no value
+    for name, words in (("lse", "sync.pt"), ("fid", "does not compute"), ("lmd", "no face")):
         assert words in saved["skipped"][name]
-    assert "lpips" not in saved["rows"]["render"] and "lse_d" not in saved["rows"]["render"]
+    assert "lse_d" not in saved["rows"]["render"]
+    # LPIPS of the frame and of the face box (the subject's landmarks), the GT row's frames against themselves
+    from synctalk import assets
+
+    if assets.is_available("lpips_alex"):
+        score = M.lpips_metric()
+        expected = np.mean([score(p, avatar.ds.image(f)) for p, f in zip(preds, frames, strict=True)])
+        assert saved["rows"]["render"]["lpips"] == pytest.approx(expected) and expected > 0
+        assert saved["rows"]["render"]["lpips_face"] > 0 and len(saved["per_frame"]["lpips"]) == 2
+        assert saved["rows"]["ground truth"]["lpips"] == saved["rows"]["ground truth"]["lpips_face"] == 0
+        assert "lpips" not in saved["skipped"] and "LPIPS ↓" in (tmp_path / "report" / "metrics.md").read_text()
+    else:
+        assert "synctalk assets fetch lpips_alex" in saved["skipped"]["lpips"]
+        assert "lpips" not in saved["rows"]["render"]
     assert saved["provenance"]["dataset_hash"] and saved["provenance"]["hardware"]["cpu_count"] >= 1
     assert saved["provenance"]["config"]["train"]["head_steps"] == 4
     table = (tmp_path / "report" / "metrics.md").read_text()
