@@ -248,9 +248,10 @@ class GaussianHead(HeadRepresentation):
         self._cache = None
         return super().train(mode)
 
-    def _load_from_state_dict(self, *args, **kwargs):
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         self._cache = None
-        return super()._load_from_state_dict(*args, **kwargs)
+        state_dict.pop(prefix + "seeded", None)   # an unused buffer of workspaces trained before 917431a
+        return super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ------------------------------------------------------------------------------------------- deformation
     def _canonical(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
