@@ -164,7 +164,7 @@ def run_demo(cfg: SyncTalkConfig, out_dir: str | Path) -> DemoReport:
     from synctalk.io.outputs import check_output_dir, written_config
 
     report = DemoReport(out_dir=Path(out_dir))
-    check_output_dir(report.out_dir, "demo output folder", "-o",
+    check_output_dir(report.out_dir, "demo folder", "-o",
                      ours=lambda folder: written_config(folder) or (folder / "demo_report.json").is_file())
     report.out_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, report.out_dir)

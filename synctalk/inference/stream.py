@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from synctalk.audio.features import backend_parts
-from synctalk.errors import UserInputError
+from synctalk.errors import SyncTalkError, UserInputError
 
 log = logging.getLogger("synctalk.render")
 
@@ -236,9 +236,21 @@ class FrameSink:
     def write(self, image: np.ndarray) -> None:
         if self.raw:
             if self.handle is None:
+                if self.out != "-":
+                    Path(self.out).parent.mkdir(parents=True, exist_ok=True)
                 self.handle = sys.stdout.buffer if self.out == "-" else open(self.out, "wb")  # noqa: SIM115
-            self.handle.write(np.ascontiguousarray(image).tobytes())
-            self.handle.flush()
+            try:
+                self.handle.write(np.ascontiguousarray(image).tobytes())
+                self.handle.flush()
+            except BrokenPipeError:
+                raise SyncTalkError(f"the program reading the stream from {'stdout' if self.out == '-' else self.out} "
+                                    f"closed it after {self.frames} frames; the stream stopped") from None
+            except OSError as exc:
+                from synctalk.io.atomic import disk_full_error, is_disk_full
+
+                if is_disk_full(exc):
+                    raise disk_full_error(self.out, what=f"the stream ({self.frames} frames written)") from exc
+                raise
         else:
             if self.writer is None:
                 from synctalk.io.media import VideoWriter

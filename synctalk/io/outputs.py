@@ -52,12 +52,12 @@ def check_output_file(path: str | Path, what: str, suffixes: Iterable[str] | Non
     not a folder, not one of the ``inputs``, in a folder that can be written or created. Returns it."""
     path = Path(path)
     suffixes = tuple(suffixes or ())
-    if suffixes and path.suffix.lower() not in suffixes:
-        example = path.with_suffix(suffixes[0]).name if path.name else f"out{suffixes[0]}"
-        raise UserInputError(f"{path}: the {what} must be a {' or '.join(suffixes)} file (e.g. {flag} {example})")
     if path.is_dir():
         raise UserInputError(f"{path}: is a folder; {flag} takes a file name for the {what}, e.g. {flag} "
                              f"{path / ('out' + (suffixes[0] if suffixes else ''))}")
+    if suffixes and path.suffix.lower() not in suffixes:
+        example = path.with_suffix(suffixes[0]).name if path.name else f"out{suffixes[0]}"
+        raise UserInputError(f"{path}: the {what} must be a {' or '.join(suffixes)} file (e.g. {flag} {example})")
     for source in inputs:
         if source is not None and path.exists() and Path(source).exists() and path.samefile(source):
             raise UserInputError(f"{path}: is also an input of this command and would be overwritten; write the "
@@ -72,8 +72,8 @@ def check_output_dir(path: str | Path, what: str, flag: str = "-o",
     one that ``ours(path)`` recognises as written by this command before (resuming it). Returns it."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise UserInputError(f"{path}: is a file, not a folder; {flag} takes a folder for the {what} (a new or "
-                             "empty one, or one this command wrote before)")
+        raise UserInputError(f"{path}: is a file, not a folder; {flag} takes a folder: a new or empty one, or a "
+                             f"{what} made before (to resume it)")
     check_writable_folder(path, what, flag)
     if path.is_dir() and ours is not None and any(path.iterdir()) and not ours(path):
         shown = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
