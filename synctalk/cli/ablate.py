@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from synctalk.cli.common import add_common_args, positive_float, positive_int
+from synctalk.cli.common import add_common_args, positive_int
 
 
 def register(subparsers) -> None:
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
     parser.add_argument("--variants", type=Path, default=None,
                         help="folder of variant YAML files (default: the project's configs/ablations/)")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    parser.add_argument("--budget", type=positive_float, default=1.0,
+    parser.add_argument("--budget", type=float, default=1.0,
                         help="scale every variant's training steps and time budget (default: 1.0)")
     parser.add_argument("--max-frames", type=positive_int, help="evaluate only the first N held-out frames")
     add_common_args(parser)
