@@ -32,7 +32,8 @@ def register(subparsers) -> None:
     parser.add_argument("--mouth-gain", type=positive_float,
                         help="style: scale of the mouth movement the audio predicts (default 1: the predictor's "
                              "spread is matched to the real mouth's; workspaces trained before that keep their "
-                             "old factor of 2.5 built in)")
+                             "old factor of 2.5 built in). Without a mouth stage it stretches the audio codes "
+                             "around their training mean")
     parser.add_argument("--source", type=Path, help="the original video, if it moved since preprocessing")
     parser.add_argument("--size", type=positive_int, help="render side in pixels (default: the subject's)")
     parser.add_argument("--frames-dir", type=Path, help="also write every frame as PNG here")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +69,8 @@ class Avatar:
     feature_info: dict
     device: torch.device
     mouth: object | None = None  # synctalk.models.mouth.MouthModel when the mouth stage has run
-    mouth_gain: float = DEFAULT_GAIN  # scales the predicted blendshapes (synctalk.models.mouth)
+    mouth_gain: float = DEFAULT_GAIN  # scales the predicted blendshapes, or without a mouth stage the audio codes
+    _mean_code: torch.Tensor | None = field(default=None, init=False, repr=False)
 
     @classmethod
     def load(cls, workspace: str | Path, device: str | torch.device = "cpu") -> Avatar:
@@ -156,11 +157,21 @@ class Avatar:
                                 checkpoint=self.sync_checkpoint(), device=self.device).features
 
     @torch.no_grad()
-    def audio_codes(self, features: np.ndarray | torch.Tensor, frames) -> torch.Tensor:
-        """Audio codes ``[len(frames), A]`` of frames of a feature array (each frame sees its centred window)."""
+    def audio_codes(self, features: np.ndarray | torch.Tensor, frames, gain: float | None = None) -> torch.Tensor:
+        """Audio codes ``[len(frames), A]`` of frames of a feature array (each frame sees its centred window).
+
+        Without a mouth stage the head's mouth follows the codes, so ``gain`` (default ``mouth_gain``) stretches
+        them around the mean code of the training frames (1: as trained)."""
         features = features if torch.is_tensor(features) else np.asarray(features)  # a tensor may be on any device
         features = torch.as_tensor(features, dtype=torch.float32, device=self.device)
-        return self.head.encode_audio(features, torch.as_tensor(list(frames), device=self.device))
+        codes = self.head.encode_audio(features, torch.as_tensor(list(frames), device=self.device))
+        gain = self.mouth_gain if gain is None else gain
+        if self.mouth is not None or gain == 1.0:
+            return codes
+        if self._mean_code is None:
+            train = list(self.subject.train)
+            self._mean_code = self.audio_codes(self.subject.features, train, gain=1.0).mean(0)
+        return self._mean_code + float(gain) * (codes - self._mean_code)
 
     def mouth_shapes(self, features: np.ndarray | torch.Tensor, frames) -> np.ndarray | None:
         """The mouth blendshapes ``[len(frames), 27]`` the audio predicts (standardised units, times
@@ -179,7 +190,7 @@ class Avatar:
             return self.mouth.predictor.predict(features, list(frames))
         if getattr(self.head, "mouth_head", None) is None:
             return None
-        return self.head.predict_mouth(self.audio_codes(features, frames)).float().cpu().numpy()
+        return self.head.predict_mouth(self.audio_codes(features, frames, gain=1.0)).float().cpu().numpy()
 
     # ---------------------------------------------------------------------------------------------- frames
     def behind(self, pose_frame: int) -> torch.Tensor:

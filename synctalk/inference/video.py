@@ -37,7 +37,7 @@ class RenderOptions:
     plain_video: Path | None = None   # with portrait: also write the renders before paste-back here (same pass)
     restorer: bool = True             # use the portrait stage's restorer when it exists (with portrait)
     mouth: bool = True                # redraw the mouth with the mouth stage's generator when it exists
-    mouth_gain: float = DEFAULT_GAIN  # scale of the predicted mouth blendshapes (the predictor under-shoots)
+    mouth_gain: float = DEFAULT_GAIN  # style: scales the predicted mouth blendshapes, or else the audio codes
     source: Path | None = None        # the original video (default: the one in the subject's meta.json)
     size: int | None = None           # render side (default: the subject's)
     frames_dir: Path | None = None    # also write PNGs here

@@ -60,8 +60,26 @@ def test_the_predicted_mouth_is_the_mouth_stage_else_the_head_mouth_head(trained
                                   avatar.mouth.predictor.predict(features, range(25)))
     avatar.mouth = None
     assert avatar.predicted_mouth(features, range(25)) is None   # no mouth stage, no mouth head
-    codes = avatar.audio_codes(features, range(25))
+    codes = avatar.audio_codes(features, range(25), gain=1.0)              # the prediction is gain-free
     avatar.head.mouth_head = torch.nn.Linear(codes.shape[1], 27)
     with torch.no_grad():
         expected = avatar.head.mouth_head(codes).numpy()
     np.testing.assert_allclose(avatar.predicted_mouth(features, range(25)), expected, rtol=1e-6)
+
+
+def test_without_a_mouth_stage_the_gain_stretches_the_audio_codes(trained_workspace):
+    import torch
+    from conftest import speech_like
+
+    from synctalk.inference.avatar import Avatar
+
+    workspace, _ = trained_workspace
+    avatar = Avatar.load(workspace)
+    features = avatar.audio_features(speech_like(1.0), 25)
+    plain = avatar.audio_codes(features, range(25))
+    avatar.mouth_gain = 2.0
+    assert torch.equal(avatar.audio_codes(features, range(25)), plain)    # the mouth stage takes the gain
+    avatar.mouth = None
+    mean = avatar.audio_codes(avatar.subject.features, avatar.subject.train, gain=1.0).mean(0)
+    torch.testing.assert_close(avatar.audio_codes(features, range(25)), mean + 2.0 * (plain - mean))
+    torch.testing.assert_close(avatar.audio_codes(features, range(25), gain=1.0), plain)
