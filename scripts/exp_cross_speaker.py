@@ -80,6 +80,11 @@ def main() -> None:
         if backend == "phones":
             rows["phones"]["source_loud_called_sil"] = round(loud_frames_called_silence(src), 3)
             rows["phones"]["target_loud_called_sil"] = round(loud_frames_called_silence(tgt), 3)
+            loud = len(phones.VISEMES)   # reference: each person's own loudness against their own jawOpen
+            rows["loudness"] = {"source_val_r": round(pearson(src[val, loud], source_jaw[val, 0]), 3),
+                                "source_val_spread": float("nan"), "target_r": round(pearson(tgt[faced, loud],
+                                                                                             target_jaw), 3),
+                                "target_spread": float("nan")}
     print(f"source {args.source} ({len(train)} train / {len(val)} val frames) -> target {args.target} "
           f"({len(faced)} frames with a face); jawOpen")
     print(f"{'backend':12s} {'own val r':>9s} {'own spread':>10s} {'target r':>9s} {'target spread':>13s}")
