@@ -7,6 +7,7 @@ which frame indices may be used as window centres (e.g. only the training part o
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -145,9 +146,12 @@ def face_crop(image: np.ndarray, landmarks: np.ndarray, size: int = 224, scale: 
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT)
 
 
-def load_clips(paths: list[str | Path], fps: float = 25.0, progress: bool = False) -> list[SyncClip]:
+def load_clips(paths: list[str | Path], fps: float = 25.0, progress: bool = False,
+               before_validation: bool = False) -> list[SyncClip]:
     """Sync clips from a mix of subject directories, video files and folders of videos (searched recursively
-    for .mp4/.mov/.mkv/.avi/.webm). A video with a same-named .wav/.flac beside it uses that as its audio."""
+    for .mp4/.mov/.mkv/.avi/.webm). A video with a same-named .wav/.flac beside it uses that as its audio.
+    ``before_validation``: of a subject, only the frames before its first validation frame (splits.json), so the
+    model can judge renders of the held-out frames it never saw."""
     videos: list[tuple[Path, Path | None]] = []
     subjects: list[Path] = []
     for entry in map(Path, paths):
@@ -163,6 +167,12 @@ def load_clips(paths: list[str | Path], fps: float = 25.0, progress: bool = Fals
         else:
             videos.append((entry, _sidecar_audio(entry)))
     clips = [clip_from_subject(s, progress) for s in subjects]
+    if before_validation:
+        for k, subject in enumerate(subjects):
+            splits = subject / "splits.json"
+            val = json.loads(splits.read_text()).get("val", []) if splits.is_file() else []
+            if val:
+                clips[k] = clips[k].subset(0, min(val), f"{clips[k].name}[before validation]")
     from synctalk.progress import track
 
     for video, audio in track(videos, "corpus", unit="video", enabled=progress and len(videos) > 1):

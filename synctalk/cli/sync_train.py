@@ -22,6 +22,9 @@ def register(subparsers) -> None:
                         help="clips scored during training (offset, LSE-D/C) and never trained on")
     parser.add_argument("--minutes", type=nonnegative_float, help="wall-clock budget (sync.budget_minutes)")
     parser.add_argument("--steps", type=positive_int, help="training steps (sync.max_steps)")
+    parser.add_argument("--before-validation", action="store_true",
+                        help="of subject directories, learn only from the frames before their validation frames "
+                             "(a judge for `synctalk evaluate`, which scores renders of those frames)")
     parser.add_argument("--init", type=Path, help="start from this checkpoint (ours or a Wav2Lip/SyncTalk audio "
                                                   "encoder) instead of random weights")
     add_common_args(parser)
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     device = compute_device(cfg)
     progress = verbosity(args) >= 0
-    clips = load_clips(args.corpus, progress=progress)
+    clips = load_clips(args.corpus, progress=progress, before_validation=args.before_validation)
     held_out = load_clips(args.held_out, progress=progress) if args.held_out else None
     report = train_sync_model(clips, args.output, cfg.sync, held_out=held_out, device=device,
                               seed=cfg.seed, progress=progress, init=args.init)

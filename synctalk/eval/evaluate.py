@@ -107,8 +107,10 @@ def _judges(avatar, options: EvaluateOptions, device) -> tuple[dict, dict]:
     if Path(ours).is_file():
         judges[""] = load_judge(ours, device)
     else:
-        skipped["lse"] = (f"no sync judge: {ours} is missing (preprocess with audio.backend=ave trains one, or "
-                          "pass --sync-model from `synctalk sync-train` trained on other footage)")
+        root = avatar.ds.root
+        skipped["lse"] = (f"no sync judge: {ours} is missing (the subject's audio backend needs none). Train one "
+                          f"with `synctalk sync-train {root} --before-validation -o {root / 'sync.pt'}`, or pass "
+                          "--sync-model from `synctalk sync-train` on other footage")
     official = cache_dir() / "syncnet_v2.model"
     if official.is_file():
         judges["syncnet_"] = load_judge(official, device)
@@ -519,7 +521,8 @@ def compare(a: str | Path, b: str | Path) -> str:
         path = Path(path)
         path = path / "metrics.json" if path.is_dir() else path
         if not path.is_file():
-            raise UserInputError(f"{path}: no metrics.json; run `synctalk evaluate` first")
+            raise UserInputError(f"{path}: no metrics.json; write one with `synctalk evaluate WORKSPACE -o "
+                                 f"{path.parent if path.name == 'metrics.json' else path}` first")
         return json.loads(path.read_text())
 
     first, second = load(a), load(b)

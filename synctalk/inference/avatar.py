@@ -105,8 +105,8 @@ class Avatar:
                 weights[stage] = ckpt.get("ema") or ckpt["model"]
         head_weights = weights.get("lips") or weights.get("head")
         if head_weights is None:
-            raise UserInputError(f"{workspace}: has no head checkpoint yet; run `synctalk train` until the head "
-                                 "stage has saved one")
+            raise UserInputError(f"{workspace}: has no head checkpoint yet; train the head (and the rest) with: "
+                                 f"{finish_command(subject_dir, workspace)}")
         head.load_state_dict(head_weights)
         if "torso" in weights:
             torso.load_state_dict(weights["torso"])
