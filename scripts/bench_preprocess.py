@@ -3,6 +3,7 @@
 
     python scripts/bench_preprocess.py                       # the 512x512 test clips in ../shared/data/video
     python scripts/bench_preprocess.py talk.mp4 --workers 4 --json out.json
+    python scripts/bench_preprocess.py macron.mp4 --audio-backend phones   # no sync model to train
 
 Every step is forced to run (nothing cached). Peak RSS is the maximum resident memory of this process and,
 separately, of its largest child (ffmpeg).
@@ -35,13 +36,19 @@ def metadata(workers: int) -> dict:
             "machine": platform.machine(), "date": time.strftime("%Y-%m-%d")}
 
 
-def bench_clip(video: Path, workers: int, audio: Path | None) -> dict:
+def bench_clip(video: Path, workers: int, audio: Path | None, audio_backend: str | None = None) -> dict:
+    from dataclasses import replace
+
     from preprocess.run import preprocess
-    from synctalk.config import PreprocessConfig
+    from synctalk.config import PreprocessConfig, SyncTalkConfig
 
     cfg = PreprocessConfig(workers=workers)
+    full = SyncTalkConfig()
+    if audio_backend:
+        full = replace(full, audio=replace(full.audio, backend=audio_backend))
     with tempfile.TemporaryDirectory() as tmp:
-        report = preprocess(video, Path(tmp) / "subject", cfg, audio=audio, force=("all",), progress=False)
+        report = preprocess(video, Path(tmp) / "subject", cfg, audio=audio, force=("all",), progress=False,
+                            full_config=full)
         meta = json.loads((Path(tmp) / "subject" / "meta.json").read_text())
     steps = {s.name: {"seconds": s.seconds, "fps": report.n_frames / s.seconds if s.seconds else None}
              for s in report.steps if s.status == "ran"}
@@ -59,6 +66,7 @@ def main() -> int:
     parser.add_argument("videos", nargs="*", type=Path, help="clips (default: the 512x512 test clips)")
     parser.add_argument("--audio", type=Path, help="speech for a silent clip (with one video argument)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--audio-backend", help="audio.backend (default: the config's, which may train a sync model)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     videos = args.videos or [DATA / c for c in DEFAULT_CLIPS if (DATA / c).is_file()]
@@ -66,7 +74,8 @@ def main() -> int:
         print(f"no clips given and none found under {DATA}", file=sys.stderr)
         return 2
     os.environ.setdefault("SYNCTALK_MODELS", str(DATA / "models"))
-    results = {"meta": metadata(args.workers), "clips": [bench_clip(v, args.workers, args.audio) for v in videos]}
+    results = {"meta": metadata(args.workers), "clips": [bench_clip(v, args.workers, args.audio, args.audio_backend)
+                                                         for v in videos]}
     step_names = list(results["clips"][0]["steps"])
     print(f"preprocess throughput (frames/s), {results['meta']}")
     print("| clip | frames | " + " | ".join(step_names) + " | total frames/s | wall s | peak RSS MB |")
