@@ -124,6 +124,20 @@ def test_a_folder_of_someone_elses_files_is_not_written_into(inputs, tmp_path, c
     assert checksums(workspace, subject) == before
 
 
+def test_an_interrupted_report_is_resumed_not_refused(inputs, tmp_path, capsys):
+    from synctalk.eval.evaluate import REPORT_MARK
+
+    workspace, subject, before = inputs
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / REPORT_MARK).touch()                        # what evaluate writes first ...
+    (report / "render.mp4").write_bytes(b"half written")  # ... and what a Ctrl-C left
+    code, _, err = run(["evaluate", workspace, "-o", report, "--max-frames", "1", "--size", "16"], capsys)
+    assert code == 0, err
+    assert (report / "metrics.json").is_file() and (report / "render.mp4").read_bytes() != b"half written"
+    assert checksums(workspace, subject) == before
+
+
 def _unwritable(tmp_path: Path) -> Path | None:
     folder = tmp_path / "locked"
     folder.mkdir()

@@ -28,8 +28,8 @@ skipped with the reason and the rest is still written. Speed: training wall time
 peak memory.
 
 Inputs (workspace, split, ``max_frames``, ``size``, ``audio``) are checked, and the report folder is checked to be
-writable and new, empty or a report made before (it holds a metrics.json), before any rendering; a run that fails
-leaves no empty report folder behind.
+writable and new, empty or a report made before (finished, or interrupted: it holds the mark evaluate writes
+first), before any rendering; a run that fails leaves no empty report folder behind.
 
 Outputs: ``metrics.json`` (values, skipped reasons, provenance: config, dataset hash, code version, hardware),
 ``metrics.md`` (the table) and ``sheet.png`` (GT | render | error map for a few frames).
@@ -286,7 +286,7 @@ def lpips_rows(preds: list[np.ndarray], gts: list[np.ndarray], boxes: list | Non
         return values, truth, per_frame, skipped
     per_frame["lpips"] = [score(p, g) for p, g in zip(preds, gts, strict=True)]
     values["lpips"] = float(np.mean(per_frame["lpips"]))
-    truth["lpips"] = float(np.mean([score(g, g) for g in gts]))
+    truth["lpips"] = 0.0   # the real frames against themselves
     if boxes is None or not any(b is not None for b in boxes):
         skipped["lpips_face"] = ("LPIPS face skipped: no frame of the split has a tracked face (the subject's "
                                  "landmarks.npy / face_flags.npy)")
@@ -298,7 +298,7 @@ def lpips_rows(preds: list[np.ndarray], gts: list[np.ndarray], boxes: list | Non
                                  f"(AlexNet) needs at {width}x{height}; evaluate with a larger --size")
         return values, truth, per_frame, skipped
     values["lpips_face"] = float(np.mean([score(p, g) for p, g in pairs]))
-    truth["lpips_face"] = float(np.mean([score(g, g) for _, g in pairs]))
+    truth["lpips_face"] = 0.0
     if len(pairs) < len(preds):
         values["lpips_face_frames"] = len(pairs)
     return values, truth, per_frame, skipped
@@ -368,12 +368,15 @@ def evaluate(workspace: str | Path, out_dir: str | Path, options: EvaluateOption
         raise UserInputError(f"{avatar.ds.root}: the split '{options.split}' is empty; preprocess with "
                              "preprocess.val_fraction > 0 or pick --split train")
     frames = frames[:max_frames] if max_frames else frames
-    check_output_dir(out_dir, "report folder", "-o", ours=lambda folder: (folder / "metrics.json").is_file())
+    check_output_dir(out_dir, "report folder", "-o", ours=is_report_folder)
     created = [p for p in (out_dir.absolute(), *out_dir.absolute().parents) if not p.exists()]
     out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / REPORT_MARK).touch()
     try:
         return _evaluate(workspace, avatar, frames, out_dir, options, size, device, progress)
     except BaseException:
+        if out_dir.absolute() in created and [p.name for p in out_dir.iterdir()] == [REPORT_MARK]:
+            (out_dir / REPORT_MARK).unlink()
         for folder in created:   # a failed run leaves no empty report folder behind
             if not folder.is_dir() or any(folder.iterdir()):
                 break
@@ -513,6 +516,14 @@ def _scale(report: dict) -> str:
     if size is None or [size, size] == [width, height]:
         return f"{width}x{height}"
     return f"{size} px renders scored at {width}x{height}"
+
+
+REPORT_MARK = ".synctalk-report"   # written before anything else, so an interrupted report is recognised too
+
+
+def is_report_folder(folder: Path) -> bool:
+    """A report made before (finished or interrupted)."""
+    return (Path(folder) / "metrics.json").is_file() or (Path(folder) / REPORT_MARK).is_file()
 
 
 def compare(a: str | Path, b: str | Path) -> str:

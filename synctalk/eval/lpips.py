@@ -306,14 +306,15 @@ def load_lpips(net: str = "alex", device: str | torch.device = "cpu") -> LPIPS:
 
     name = f"lpips_{_net(net).name}"
     path = assets.path_of(name)
-    key = (str(path), path.stat().st_mtime_ns, path.stat().st_size) if path.is_file() else None
+    device = torch.device(device)
+    key = (str(path), path.stat().st_mtime_ns, path.stat().st_size, str(device)) if path.is_file() else None
     if key not in _LOADED:
         path = assets.fetch(name, progress=False)
         model = LPIPS(net)
         model.load_state_dict(_load_file(path))
-        key = (str(path), path.stat().st_mtime_ns, path.stat().st_size)
-        _LOADED[key] = model
-    return _LOADED[key].to(device)
+        key = (str(path), path.stat().st_mtime_ns, path.stat().st_size, str(device))
+        _LOADED[key] = model.to(device)   # one network per device: callers on other devices keep theirs
+    return _LOADED[key]
 
 
 def perceptual_loss(model: LPIPS, pred: Tensor, target: Tensor) -> Tensor:

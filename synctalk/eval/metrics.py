@@ -371,10 +371,13 @@ def lpips_metric(net: str = "alex", device: str | torch.device = "cpu"):
 
     Example: ``score(image, image)`` → 0.0; LPIPS grows with blur and noise.
     """
+    from synctalk import assets
     from synctalk.errors import AssetError
     from synctalk.eval.lpips import load_lpips
 
     try:
+        if not assets.is_available(f"lpips_{net}"):   # a metric never starts a download
+            raise AssetError(f"model file 'lpips_{net}.pt' is not in the model cache ({assets.cache_dir()}).")
         model = load_lpips(net, device)
     except AssetError as exc:
         first = str(exc).splitlines()[0]

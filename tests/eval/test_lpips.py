@@ -264,3 +264,20 @@ def test_the_shared_weights_are_the_pinned_ones():
     for net in ("alex", "vgg"):
         path = real_file(f"models/lpips_{net}.pt")
         assert L.check_asset(assets.get(f"lpips_{net}"), path) is None
+
+
+def test_the_metric_never_starts_a_download(monkeypatch):
+    """Online, without the weights in the cache, evaluate's LPIPS is skipped; only `assets fetch` downloads."""
+    from synctalk import assets
+    from synctalk.eval import lpips as lpips_module
+    from synctalk.eval.metrics import Skipped, lpips_metric
+
+    monkeypatch.delenv("SYNCTALK_OFFLINE", raising=False)
+    monkeypatch.setattr(assets, "is_available", lambda name: False)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("lpips_metric tried to load (and so fetch) the weights")
+
+    monkeypatch.setattr(lpips_module, "load_lpips", no_download)
+    skipped = lpips_metric("alex")
+    assert isinstance(skipped, Skipped) and "synctalk assets fetch lpips_alex" in skipped.reason
