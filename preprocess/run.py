@@ -223,27 +223,35 @@ def run_pose(ctx: Context) -> dict:
                                            "jitter_deg", "tracks")}
 
 
+def split_frames(usable: np.ndarray, val_fraction: float) -> tuple[list[int], list[int]]:
+    """Training and validation frames among those with a face (``usable``): validation is the clip's last
+    ``val_fraction``, or, when that tail has no face (the person left the frame), the last frames that have one,
+    so that validation measures something; none when too few frames have a face."""
+    n = len(usable)
+    n_val = int(round(n * val_fraction))
+    train = [i for i in range(n - n_val) if usable[i]]
+    val = [i for i in range(n - n_val, n) if usable[i]]
+    if n_val and not val:
+        faces = np.flatnonzero(usable).tolist()
+        k = max(1, int(round(len(faces) * val_fraction)))
+        train, val = (faces[:-k], faces[-k:]) if len(faces) > k else (faces, [])
+    return train, val
+
+
 def run_splits(ctx: Context) -> dict:
     ds = ctx.dataset("landmarks")
     n = len(ds)
     n_val = int(round(n * ctx.cfg.val_fraction))
     usable = ds.face_flags != FACE_MISSING
-    train = [i for i in range(n - n_val) if usable[i]]
-    val = [i for i in range(n - n_val, n) if usable[i]]
+    train, val = split_frames(usable, ctx.cfg.val_fraction)
     stats: dict = {}
-    if n_val and not val:
-        # The tail held out for validation has no face (the person left the frame): hold out the last frames that
-        # have one instead, so that validation measures something.
-        faces = np.flatnonzero(usable).tolist()
-        k = max(1, int(round(len(faces) * ctx.cfg.val_fraction)))
-        if len(faces) > k:
-            train, val = faces[:-k], faces[-k:]
-            stats["val_moved"] = f"{val[0]}-{val[-1]}"
-            log.warning("the last %d frames (preprocess.val_fraction=%g) have no face: frames %d-%d, the last %d with "
-                        "a face, are the validation split instead", n_val, ctx.cfg.val_fraction, val[0], val[-1], k)
-        else:
-            log.warning("only %d frame(s) have a face: none is held out for validation; training reports no "
-                        "validation figure", len(faces))
+    if n_val and val and val[0] < n - n_val:
+        stats["val_moved"] = f"{val[0]}-{val[-1]}"
+        log.warning("the last %d frames (preprocess.val_fraction=%g) have no face: frames %d-%d, the last %d with "
+                    "a face, are the validation split instead", n_val, ctx.cfg.val_fraction, val[0], val[-1], len(val))
+    elif n_val and not val:
+        log.warning("only %d frame(s) have a face: none is held out for validation; training reports no "
+                    "validation figure", int(usable.sum()))
     if not train:
         raise MediaError(f"{ctx.root}: no frames with a face are left for training (frames with a face: "
                          f"{int(usable.sum())} of {n}); use a clip where the face is visible longer, or lower "
@@ -287,7 +295,8 @@ def train_subject_sync_model(ctx: Context, ds: SubjectDataset) -> tuple[Path, di
               "sync": asdict(ctx.full.sync), "seed": ctx.full.seed, "val_fraction": ctx.cfg.val_fraction}
     tag = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:16]
     clip = clip_from_subject(ctx.root, ctx.progress)
-    n_train = len(clip) - int(round(len(clip) * ctx.cfg.val_fraction))
+    _, val = split_frames(np.asarray(ds.face_flags) != FACE_MISSING, ctx.cfg.val_fraction)   # what splits will hold
+    n_train = min(val) if val else len(clip)
     train, held = clip.subset(0, n_train, "train"), clip.subset(n_train, len(clip), "val")
     log.info("training the sync model on %d frames of the subject (budget %.1f min)", n_train,
              ctx.full.sync.subject_budget_minutes)

@@ -392,3 +392,14 @@ def test_training_without_validation_frames_does_not_call_it_validation(tmp_path
     assert "no validation frames" in caplog.text and "measured on the last training frame" in caplog.text
     line = TrainReport(tmp_path, {"head": {"status": "done", "val_psnr": 20.0, "val_on_train": True}}).lines()[0]
     assert "PSNR on a training frame (no validation frames) 20.00 dB" in line and "validation PSNR" not in line
+
+
+def test_the_split_rule_the_sync_judge_trains_before():
+    """One rule decides the validation frames, for splits.json and for the sync judge trained before them."""
+    from preprocess.run import split_frames
+
+    usable = np.ones(10, bool)
+    assert split_frames(usable, 0.2) == (list(range(8)), [8, 9])
+    usable[7:] = False                                     # the tail has no face: the last faces are held out
+    assert split_frames(usable, 0.2) == ([0, 1, 2, 3, 4, 5], [6])
+    assert split_frames(np.array([True, False, False]), 0.5) == ([0], [])
