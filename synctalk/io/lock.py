@@ -106,10 +106,29 @@ class FolderLock:
                 log.warning("%s: removing a stale lock (%s, pid %s on %s, started %s, is no longer running)",
                             self.path, holder.get("what", "a run"), holder.get("pid"), holder.get("host"),
                             holder.get("started_text", "?"))
-                self.path.unlink(missing_ok=True)
+                self._remove_stale(holder)
                 continue
             raise LockedError(self._busy_message(holder))
         raise LockedError(f"{self.path}: could not take the lock (another run keeps taking it); try again")
+
+    def _remove_stale(self, holder: dict) -> None:
+        """Move the stale lock aside (a rename: of two runs that both judged it stale, one moves it); if what was
+        moved is not the lock judged stale, another run has just taken the folder: put its lock back."""
+        aside = self.path.with_name(f"{LOCK_FILENAME}.stale.{os.getpid()}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            moved = json.loads(aside.read_text())
+        except (OSError, json.JSONDecodeError):
+            moved = {}
+        if holder and moved != holder:
+            try:
+                os.link(aside, self.path)   # never replaces a lock taken in the meantime
+            except OSError:
+                pass
+        aside.unlink(missing_ok=True)
 
     def _stale(self, holder: dict) -> bool:
         pid = holder.get("pid")

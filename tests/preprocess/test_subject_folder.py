@@ -403,3 +403,20 @@ def test_the_split_rule_the_sync_judge_trains_before():
     usable[7:] = False                                     # the tail has no face: the last faces are held out
     assert split_frames(usable, 0.2) == ([0, 1, 2, 3, 4, 5], [6])
     assert split_frames(np.array([True, False, False]), 0.5) == ([0], [])
+
+
+def test_two_runs_that_find_the_same_stale_lock_do_not_both_take_the_folder(tmp_path):
+    """Run B judged the lock stale, but run A has already replaced it with its own: B must leave A's lock."""
+    import json
+
+    from synctalk.io.lock import LOCK_FILENAME, FolderLock
+
+    stale = {"pid": 2 ** 22 + 12345, "host": "elsewhere-or-dead", "what": "preprocess"}
+    fresh = {"pid": 1, "host": "here", "what": "preprocess"}
+    (tmp_path / LOCK_FILENAME).write_text(json.dumps(fresh))   # A's lock, written after B read the stale one
+    FolderLock(tmp_path, "preprocess")._remove_stale(stale)
+    assert json.loads((tmp_path / LOCK_FILENAME).read_text()) == fresh
+    assert sorted(p.name for p in tmp_path.iterdir()) == [LOCK_FILENAME]
+    (tmp_path / LOCK_FILENAME).write_text(json.dumps(stale))   # the stale lock itself is removed
+    FolderLock(tmp_path, "preprocess")._remove_stale(stale)
+    assert not any(tmp_path.iterdir())
