@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +266,42 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    """`synctalk ARGV` in-process: (exit code, stdout, stderr)."""
+    from synctalk.cli import main as cli_main
+
+    code = cli_main.main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def checksums(*roots: Path) -> dict[str, str]:
+    """Path → sha256 of every file under ``roots`` (files or folders): compare before and after a command."""
+    sums = {}
+    for root in roots:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in files:
+            sums[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return sums
+
+
+@pytest.fixture
+def unwritable_dir(tmp_path) -> Path:
+    """A folder no file can be created in: read-only permissions, or (as root, who ignores them) /sys/kernel."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        for candidate in (folder, Path("/sys/kernel")):
+            try:
+                fd, name = tempfile.mkstemp(dir=candidate)
+            except OSError:
+                yield candidate
+                return
+            os.close(fd)
+            os.unlink(name)
+        pytest.skip("no folder here refuses writes (root on a system without a read-only /sys)")
+    finally:
+        folder.chmod(0o700)

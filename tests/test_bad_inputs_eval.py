@@ -6,30 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from pathlib import Path
 
 import pytest
+from conftest import checksums
+from conftest import run_cli as run
 
 from synctalk.cli import main as cli_main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def run(argv, capsys):
-    code = cli_main.main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def checksums(*roots: Path) -> dict[str, str]:
-    sums = {}
-    for root in roots:
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for path in files:
-            sums[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return sums
 
 
 @pytest.fixture
@@ -138,39 +122,19 @@ def test_an_interrupted_report_is_resumed_not_refused(inputs, tmp_path, capsys):
     assert checksums(workspace, subject) == before
 
 
-def _unwritable(tmp_path: Path) -> Path | None:
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0o500)
-    for candidate in (folder, Path("/sys/kernel")):
-        try:
-            fd, name = tempfile.mkstemp(dir=candidate)
-        except OSError:
-            return candidate
-        os.close(fd)
-        os.unlink(name)
-    return None
-
-
-def test_an_unwritable_report_folder_is_refused_before_the_work(inputs, tmp_path, capsys, monkeypatch):
+def test_an_unwritable_report_folder_is_refused_before_the_work(inputs, unwritable_dir, capsys, monkeypatch):
     """Checked before any rendering: the render must not run (it would be thrown away)."""
     from synctalk.eval import evaluate as E
 
     workspace, subject, before = inputs
-    locked = _unwritable(tmp_path)
-    try:
-        if locked is None:
-            pytest.skip("no folder here refuses writes (root on a system without a read-only /sys)")
 
-        def no_render(*args, **kwargs):
-            raise AssertionError("rendered although the report cannot be written")
+    def no_render(*args, **kwargs):
+        raise AssertionError("rendered although the report cannot be written")
 
-        monkeypatch.setattr(E, "render_split", no_render)
-        code, _, err = run(["evaluate", workspace, "-o", locked / "report"], capsys)
-        assert code == 2 and "cannot write the report folder" in err and "choose a folder you can write to" in err
-        assert not (locked / "report").exists()
-    finally:
-        (tmp_path / "locked").chmod(0o700)
+    monkeypatch.setattr(E, "render_split", no_render)
+    code, _, err = run(["evaluate", workspace, "-o", unwritable_dir / "report"], capsys)
+    assert code == 2 and "cannot write the report folder" in err and "choose a folder you can write to" in err
+    assert not (unwritable_dir / "report").exists()
     assert checksums(workspace, subject) == before
 
 

@@ -5,55 +5,16 @@ every file that was there before unchanged (checksums before and after)."""
 from __future__ import annotations
 
 import builtins
-import hashlib
 import logging
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import speech_like, tiny_train_config
+from conftest import checksums, speech_like, tiny_train_config
+from conftest import run_cli as run
 
 from synctalk.cli import main as cli_main
-
-
-def run(argv, capsys):
-    code = cli_main.main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def checksums(*roots: Path) -> dict[str, str]:
-    """Path → sha256 of every file under ``roots`` (files or folders)."""
-    sums = {}
-    for root in roots:
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        for path in files:
-            sums[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return sums
-
-
-@pytest.fixture
-def unwritable_dir(tmp_path) -> Path:
-    """A folder no file can be created in: read-only permissions, or (as root, who ignores them) /sys/kernel."""
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0o500)
-    candidates = [folder, Path("/sys/kernel")]
-    try:
-        for candidate in candidates:
-            try:
-                fd, name = tempfile.mkstemp(dir=candidate)
-            except OSError:
-                yield candidate
-                return
-            os.close(fd)
-            os.unlink(name)
-        pytest.skip("no folder here refuses writes (root on a system without a read-only /sys)")
-    finally:
-        folder.chmod(0o700)
 
 
 @pytest.fixture(scope="module")

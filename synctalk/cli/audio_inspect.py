@@ -24,12 +24,9 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from synctalk.cli.common import compute_device, resolve_config
-    from synctalk.errors import UserInputError
     from synctalk.inference.audio_inspect import inspect_audio
     from synctalk.io.outputs import check_output_file
 
-    if not args.fps > 0:
-        raise UserInputError(f"--fps must be positive, got {args.fps}")
     output = check_output_file(args.output or args.audio.with_suffix(".png"), "plot", suffixes=(".png",),
                                inputs=[args.audio])
     device = compute_device(resolve_config(args)) if args.workspace else "cpu"

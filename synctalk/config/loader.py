@@ -21,6 +21,7 @@ import yaml
 
 from synctalk.errors import ConfigError
 from synctalk.io.atomic import atomic_write_text
+from synctalk.io.outputs import RESOLVED_CONFIG_HEADER
 
 log = logging.getLogger("synctalk.config")
 T = TypeVar("T")
@@ -82,7 +83,7 @@ def save_config(cfg: Any, out_dir: str | Path, filename: str = CONFIG_FILENAME) 
     from synctalk import __version__
 
     path = Path(out_dir) / filename
-    text = f"# resolved synctalk {__version__} config\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+    text = f"{RESOLVED_CONFIG_HEADER} {__version__} config\n" + yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
     atomic_write_text(path, text)
     return path
 

@@ -485,12 +485,6 @@ class SubjectWriter:
         meta.setdefault("steps", {})[name] = {"done": True, **stats}
         atomic_write_json(self.meta_path, meta)
 
-    def unmark_step(self, name: str) -> None:
-        """Mark a step not done (before rewriting its files)."""
-        meta = self.read_meta()
-        if meta.get("steps", {}).pop(name, None) is not None:
-            atomic_write_json(self.meta_path, meta)
-
     def unmark_steps(self, names: Iterable[str], reset: bool = False) -> None:
         """Mark several steps not done in one write; `reset`: start meta.json afresh (it was unreadable)."""
         meta = {} if reset else self.read_meta()

@@ -37,11 +37,10 @@ def is_disk_full(exc: BaseException | None) -> bool:
 
 def free_bytes(path: str | Path) -> int | None:
     """Free space on the disk that holds ``path`` (its nearest existing folder), or None when unknown."""
-    folder = Path(path).absolute()
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    from synctalk.io.outputs import nearest_existing
+
     try:
-        return shutil.disk_usage(folder).free
+        return shutil.disk_usage(nearest_existing(Path(path))).free
     except OSError:
         return None
 
