@@ -160,8 +160,8 @@ def check_owner(root: Path, identity: Identity, overwrite: bool = False, flag: s
     if not root.is_dir() or not [p for p in root.iterdir() if p.name not in IGNORED]:
         return "new"
     recorded = read_manifest(root)
-    if recorded is None:
-        recorded = _legacy_manifest(root)
+    if not recorded:   # no manifest, or an unreadable one (a crash while writing it): what meta.json says
+        recorded = _legacy_manifest(root) or recorded
     if recorded is None or recorded.get("kind") != KIND:
         raise UserInputError(
             f"{flag} {root}: this folder is not empty ({_listing(root)}) and is not a synctalk subject folder (no "

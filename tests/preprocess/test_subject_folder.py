@@ -420,3 +420,12 @@ def test_two_runs_that_find_the_same_stale_lock_do_not_both_take_the_folder(tmp_
     (tmp_path / LOCK_FILENAME).write_text(json.dumps(stale))   # the stale lock itself is removed
     FolderLock(tmp_path, "preprocess")._remove_stale(stale)
     assert not any(tmp_path.iterdir())
+
+
+def test_an_unreadable_manifest_falls_back_to_meta_json(made, subject, capsys):
+    """A manifest.json cut short by a crash: the folder is still recognised (from meta.json) and the rerun resumes."""
+    (subject / "manifest.json").write_text('{"kind": "synctalk-sub')
+    code, text = cli(["preprocess", made[0] / "clip.mp4", "-o", subject, "--config", subject / "config.yaml"],
+                     capsys)
+    assert code == 0, text
+    assert json.loads((subject / "manifest.json").read_text())["kind"]
