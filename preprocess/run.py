@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -512,7 +513,7 @@ def _reset_unusable_steps(writer: SubjectWriter, forced: set[str]) -> None:
         writer.unmark_steps(CONTRACT_STEPS)
         return
     for name, problem in problems.items():
-        log.warning("step %s is redone: %s", name, problem.split("; repair it with")[0])
+        log.warning("step %s is redone: %s", name, re.split(r"; (?:repair it|redo it|make it) ", problem)[0])
     writer.unmark_steps(forced | downstream(set(problems)))
 
 
