@@ -28,8 +28,7 @@ SAMPLE_RATE_HZ = 16000
 def unfinished_stages(state: dict, cfg, workspace: Path) -> list[str]:
     """The training stages of a workspace's ``train_log.json`` state that its config asks for (steps > 0) and that
     are neither done nor skipped, each as ``"lips: stopped at step 2 of 4"``; empty when training is finished."""
-    from synctalk.train.checkpoint import CheckpointManager
-    from synctalk.train.trainer import STAGES
+    from synctalk.train.checkpoint import STAGES, CheckpointManager
 
     out = []
     for stage in STAGES:

@@ -25,6 +25,7 @@ from synctalk.io.atomic import atomic_path, atomic_write_json
 
 log = logging.getLogger("synctalk.train")
 
+STAGES = ("head", "lips", "torso", "mouth", "portrait")   # a workspace's training stages, in order
 _NAME = re.compile(r"^ckpt_(\d{7})\.pt$")
 
 

@@ -46,12 +46,11 @@ from synctalk.config import SyncTalkConfig
 from synctalk.data import SubjectDataset
 from synctalk.data.contract import TRAIN_STEPS
 from synctalk.errors import ConfigError, DatasetError
-from synctalk.train.checkpoint import CheckpointManager
+from synctalk.train.checkpoint import STAGES, CheckpointManager
 from synctalk.train.stage import StageContext, TrainLog
 
 log = logging.getLogger("synctalk.train")
 
-STAGES = ("head", "lips", "torso", "mouth", "portrait")
 PIXEL_STAGES = ("head", "lips", "torso")
 
 
