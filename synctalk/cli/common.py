@@ -68,12 +68,17 @@ def existing_dir(text: str) -> Path:
     return path
 
 
+def whole_number(text: str, what: str = "a whole number") -> int:
+    """``int(text)``, or the argparse error naming the value."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1 (sizes, counts), refused at parse time with the value named."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    value = whole_number(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not positive; give a whole number of 1 or more")
     return value
@@ -81,10 +86,7 @@ def positive_int(text: str) -> int:
 
 def nonnegative_int(text: str) -> int:
     """argparse type: a whole number >= 0 (frame indices, offsets)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    value = whole_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{value} is negative; give a whole number of 0 or more")
     return value

@@ -35,10 +35,9 @@ def register(subparsers) -> None:
 
 def frame_count(text: str) -> int:
     """argparse type of --max-frames: a whole number >= 1 (0 would be no frames, not all of them)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number of frames") from None
+    from synctalk.cli.common import whole_number
+
+    value = whole_number(text, "a whole number of frames")
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} frames would evaluate nothing; give 1 or more, or leave "
                                          "--max-frames out to evaluate every frame of the split")
