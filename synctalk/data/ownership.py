@@ -77,8 +77,8 @@ def prepare_folder(root: Path, flag: str = "-o") -> None:
                              f"write to") from None
 
 
-def read_manifest(root: Path) -> dict[str, Any] | None:
-    path = Path(root) / MANIFEST_FILENAME
+def _read_object(path: Path) -> dict[str, Any] | None:
+    """A JSON object file: None when absent, {} when unreadable or not an object."""
     if not path.is_file():
         return None
     try:
@@ -88,17 +88,24 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else {}
 
 
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    return _read_object(Path(root) / MANIFEST_FILENAME)
+
+
+def recorded_identity(root: Path) -> dict[str, Any] | None:
+    """What the folder says it was made from: its manifest, else (no manifest, or one cut short by a crash) what
+    meta.json says; None when neither exists."""
+    recorded = read_manifest(root)
+    if not recorded:
+        recorded = _legacy_manifest(Path(root)) or recorded
+    return recorded
+
+
 def _legacy_manifest(root: Path) -> dict[str, Any] | None:
     """What a subject written before manifest.json says about itself (meta.json), in the manifest's terms."""
-    path = root / META_FILENAME
-    if not path.is_file():
-        return None
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-    if not isinstance(meta, dict):
-        return {}
+    meta = _read_object(root / META_FILENAME)
+    if not meta:
+        return meta
     source = meta.get("source") if isinstance(meta.get("source"), dict) else {}
     settings = {"preprocess.fps": meta.get("fps"), "preprocess.size": meta.get("width"),
                 "preprocess.sample_rate_hz": meta.get("sample_rate_hz")}
@@ -159,9 +166,7 @@ def check_owner(root: Path, identity: Identity, overwrite: bool = False, flag: s
     root = Path(root)
     if not root.is_dir() or not [p for p in root.iterdir() if p.name not in IGNORED]:
         return "new"
-    recorded = read_manifest(root)
-    if not recorded:   # no manifest, or an unreadable one (a crash while writing it): what meta.json says
-        recorded = _legacy_manifest(root) or recorded
+    recorded = recorded_identity(root)
     if recorded is None or recorded.get("kind") != KIND:
         raise UserInputError(
             f"{flag} {root}: this folder is not empty ({_listing(root)}) and is not a synctalk subject folder (no "

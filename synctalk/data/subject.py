@@ -27,7 +27,6 @@ from synctalk.data.contract import (
     FACE_MISSING,
     FORMAT_VERSION,
     FRAME_DIR_EXTENSIONS,
-    MANIFEST_FILENAME,
     MAX_LABEL,
     META_FILENAME,
     PARSING_LABELS,
@@ -51,27 +50,17 @@ def preprocess_command(root: str | Path, force: str | None = None) -> str | None
     config (`SUBJECT/config.yaml`), so it passes the folder's identity check and resumes: finished steps are
     skipped, missing or broken ones redone; `force` adds `--force STEP`. None when the folder does not say what it
     was made from."""
+    from synctalk.data.ownership import recorded_identity
+
     root = Path(root)
-    source: dict[str, Any] = {}
-    for name in (MANIFEST_FILENAME, META_FILENAME):
-        try:
-            data = json.loads((root / name).read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if not isinstance(data, dict):
-            continue
-        if name == MANIFEST_FILENAME and isinstance(data.get("video"), dict) and data["video"].get("path"):
-            source = {"path": data["video"]["path"], "audio_path": (data.get("audio") or {}).get("path")}
-            break
-        if name == META_FILENAME and isinstance(data.get("source"), dict) and data["source"].get("sha256"):
-            source = data["source"]
-            break
-    if not source.get("path"):
+    recorded = recorded_identity(root) or {}
+    video, audio = recorded.get("video") or {}, recorded.get("audio") or {}
+    if not video.get("path") or (recorded.get("legacy") and not video.get("sha256")):
         return None
     root = root.absolute()  # the command works from any folder
-    words = ["synctalk", "preprocess", str(source["path"]), "-o", str(root)]
-    if source.get("audio_path"):
-        words += ["--audio", str(source["audio_path"])]
+    words = ["synctalk", "preprocess", str(video["path"]), "-o", str(root)]
+    if audio.get("path"):
+        words += ["--audio", str(audio["path"])]
     if (root / "config.yaml").is_file():
         words += ["--config", str(root / "config.yaml")]
     if force:
