@@ -141,10 +141,10 @@ def _same_number(a: Any, b: Any) -> bool:
     return isinstance(a, int | float) and isinstance(b, int | float) and float(a) == float(b)
 
 
-def _listing(root: Path, limit: int = 4) -> str:
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in root.iterdir() if p.name not in IGNORED)
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+def _listing(root: Path) -> str:
+    from synctalk.io.outputs import folder_listing
+
+    return folder_listing(root, ignored=IGNORED)
 
 
 def _suggest_new(root: Path) -> Path:

@@ -178,8 +178,8 @@ def check_render_outputs(out: Path, options: RenderOptions, audio: str | Path) -
 
 
 def apply_mouth_options(avatar, options: RenderOptions):
-    """The avatar without its mouth stage (``options.mouth`` False) or with ``options.mouth_gain``."""
-    check_options(options)
+    """The avatar without its mouth stage (``options.mouth`` False) or with ``options.mouth_gain`` (checked by
+    :func:`check_options` before the workspace was loaded)."""
     if not options.mouth:
         avatar.mouth = None
     avatar.mouth_gain = options.mouth_gain

@@ -28,6 +28,12 @@ def nearest_existing(path: Path) -> Path:
     return path
 
 
+def folder_listing(folder: Path, limit: int = 4, ignored: Iterable[str] = ()) -> str:
+    """The first ``limit`` names in ``folder`` (folders with a slash) and how many more, for messages."""
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in Path(folder).iterdir() if p.name not in ignored)
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def check_writable_folder(folder: str | Path, what: str, flag: str = "-o") -> None:
     """Raise UserInputError unless ``folder`` exists and can be written, or can be created (its nearest existing
     ancestor is a folder that can be written)."""
@@ -76,10 +82,9 @@ def check_output_dir(path: str | Path, what: str, flag: str = "-o",
                              f"{what} made before (to resume it)")
     check_writable_folder(path, what, flag)
     if path.is_dir() and ours is not None and any(path.iterdir()) and not ours(path):
-        shown = sorted(p.name + ("/" if p.is_dir() else "") for p in path.iterdir())
-        listing = ", ".join(shown[:4]) + (f" and {len(shown) - 4} more" if len(shown) > 4 else "")
-        raise UserInputError(f"{path}: holds files that synctalk did not write ({listing}), so it is not a {what} "
-                             f"to resume; give a new or empty folder with {flag} (nothing in it was changed)")
+        raise UserInputError(f"{path}: holds files that synctalk did not write ({folder_listing(path)}), so it is "
+                             f"not a {what} to resume; give a new or empty folder with {flag} (nothing in it was "
+                             "changed)")
     return path
 
 
