@@ -388,18 +388,16 @@ class GaussianHead(HeadRepresentation):
         """The NeRF head's terms (L1, opacity entropy, masked attention, silhouette) plus D-SSIM, and LPIPS when its
         weights are in the model cache, when the pixels form whole images (``regions.image_size``)."""
         losses = head_losses(outputs, target, regions.lower_face, step, weights, regions.head)
-        if regions.image_size is not None and self.settings.ssim_weight > 0:
-            h, w = regions.image_size
-            pred = outputs["rgb"].reshape(-1, h, w, 3).permute(0, 3, 1, 2)
-            gt = target.reshape(-1, h, w, 3).permute(0, 3, 1, 2)
+        if regions.image_size is None:
+            return losses
+        h, w = regions.image_size   # whole frames: image losses too
+        pred = outputs["rgb"].reshape(-1, h, w, 3).permute(0, 3, 1, 2)
+        gt = target.reshape(-1, h, w, 3).permute(0, 3, 1, 2)
+        if self.settings.ssim_weight > 0:
             losses["ssim"] = self.settings.ssim_weight * ssim_loss(pred, gt)
-        if regions.image_size is not None and (lpips := optional_lpips(self.settings.lpips_weight, target.device,
-                                                                       "gaussian head")) is not None:
+        if (lpips := optional_lpips(self.settings.lpips_weight, target.device, "gaussian head")) is not None:
             from synctalk.models.lpips import perceptual_loss
 
-            h, w = regions.image_size
-            pred = outputs["rgb"].reshape(-1, h, w, 3).permute(0, 3, 1, 2)
-            gt = target.reshape(-1, h, w, 3).permute(0, 3, 1, 2)
             losses["lpips"] = self.settings.lpips_weight * perceptual_loss(lpips, pred, gt)
         return losses
 
