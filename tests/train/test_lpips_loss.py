@@ -8,11 +8,12 @@ import json
 
 import pytest
 import torch
-from conftest import real_file
+from conftest import real_file, requires_cuda
 
 from synctalk.models.losses import gradient_loss, lip_patch_loss, optional_lpips, ssim_loss
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+DEVICES = ["cpu", pytest.param("cuda", marks=requires_cuda)]
 
 
 @pytest.fixture
@@ -22,18 +23,20 @@ def no_lpips(tmp_path, monkeypatch):
     monkeypatch.setenv("SYNCTALK_OFFLINE", "1")
 
 
-def _patches(seed=0):
+def _patches(seed=0, device="cpu"):
     g = torch.Generator().manual_seed(seed)
-    target = torch.rand(3, 3, 32, 32, generator=g)
-    pred = torch.rand(3, 3, 32, 32, generator=g).requires_grad_(True)
+    target = torch.rand(3, 3, 32, 32, generator=g).to(device)
+    pred = torch.rand(3, 3, 32, 32, generator=g).to(device).requires_grad_(True)
     return pred, target
 
 
-def test_lip_patches_train_with_lpips_when_the_weights_are_there():
+@pytest.mark.parametrize("device", DEVICES)
+def test_lip_patches_train_with_lpips_when_the_weights_are_there(device):
     real_file("models/lpips_alex.pt")
-    lpips = optional_lpips(0.01, "cpu", "test")
-    assert lpips is not None and optional_lpips(0.0, "cpu", "test") is None   # weight 0: off
-    pred, target = _patches()
+    lpips = optional_lpips(0.01, device, "test")
+    assert lpips is not None and optional_lpips(0.0, device, "test") is None   # weight 0: off
+    assert next(lpips.parameters()).device.type == device
+    pred, target = _patches(device=device)
     loss = lip_patch_loss(pred, target, 0.2, 0.1, lpips=lpips, lpips_weight=0.01)
     loss.backward()
     expected = 0.01 * lpips(pred.detach(), target).mean()
